@@ -1,0 +1,54 @@
+"""Walks in latent space between pairs of validation images, as looping GIFs and a static strip."""
+
+from __future__ import annotations
+
+import torch
+
+from ae_lab import viz
+from ae_lab.callbacks.base import FigureCallback, Rendered, decode_all, encode_all
+
+
+class LatentInterpolation(FigureCallback):
+    """Args:
+    grid: a ``grid x grid`` mosaic of cells, each walking between its own two images.
+    steps: points on each straight line from one code to the other (the study used 50).
+    strip_columns: how many of the steps the static PNG strip shows.
+    frame_ms: GIF frame duration.
+
+    Writes ``grid_epochNNN.gif`` (all cells, forward then back), ``pair_epochNNN.gif`` (the first
+    cell, enlarged) and ``strip_epochNNN.png`` (per row: start image, decoded steps, end image).
+    """
+
+    name = "latent_interpolation"
+
+    def __init__(
+        self, grid: int = 4, steps: int = 50, strip_columns: int = 10, frame_ms: int = 60, **kwargs
+    ) -> None:
+        super().__init__(**kwargs)
+        self.grid = int(grid)
+        self.steps = max(2, int(steps))
+        self.strip_columns = max(2, min(int(strip_columns), self.steps))
+        self.frame_ms = int(frame_ms)
+
+    def render(self, trainer, pl_module) -> Rendered:
+        pairs = self.grid * self.grid
+        images, _ = self.examples(trainer, pl_module, n=2 * pairs)
+        if len(images) < 2 * pairs:
+            raise ValueError(
+                f"latent_interpolation needs {2 * pairs} validation images, got {len(images)}"
+            )
+        start, end = images[:pairs], images[pairs:]
+        codes = viz.interpolation_codes(
+            encode_all(pl_module, start), encode_all(pl_module, end), self.steps
+        )
+        paths = decode_all(pl_module, codes.flatten(0, 1)).unflatten(0, codes.shape[:2]).cpu()
+        height = images.shape[-2]
+        columns = torch.linspace(0, self.steps - 1, self.strip_columns).round().long()
+        strip = torch.cat(
+            [start.cpu().unsqueeze(1), paths[:, columns], end.cpu().unsqueeze(1)], dim=1
+        )
+        return {
+            "grid": viz.ping_pong(viz.grid_frames(paths, self.grid, scale=max(1, 64 // height))),
+            "pair": viz.ping_pong(viz.grid_frames(paths[:1], 1, scale=max(1, 192 // height))),
+            "strip": viz.image_grid(strip.flatten(0, 1), nrow=strip.shape[1]),
+        }

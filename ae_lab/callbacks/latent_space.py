@@ -1,0 +1,47 @@
+"""Where the validation images land in latent space, and what the decoder makes of a 2-D plane."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ae_lab import viz
+from ae_lab.callbacks.base import FigureCallback, Rendered, decode_all, encode_all
+
+
+class LatentSpace(FigureCallback):
+    """Args:
+    num_points: validation images in the scatter plot.
+    manifold_size: the decoded manifold is a ``manifold_size x manifold_size`` mosaic.
+
+    Writes ``scatter`` (codes coloured by class; a latent of more than two dimensions is shown on
+    its first two principal components) and, for a 2-D latent, ``manifold``: images decoded over a
+    grid of codes spanning the central 90% of the prior (a VAE) or the 1st–99th percentiles of
+    the validation codes (an AE).
+    """
+
+    name = "latent_space"
+
+    def __init__(self, num_points: int = 2000, manifold_size: int = 15, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.num_points = int(num_points)
+        self.manifold_size = int(manifold_size)
+
+    def render(self, trainer, pl_module) -> Rendered:
+        images, labels = self.examples(trainer, pl_module, n=self.num_points)
+        codes = encode_all(pl_module, images).float().cpu()
+        projected, title, axis_names = viz.principal_axes(codes.numpy())
+        class_names = getattr(trainer.datamodule, "class_names", ())
+        scatter = viz.latent_scatter(projected, labels.numpy(), class_names, title, axis_names)
+        rendered: Rendered = {"scatter": scatter}
+        if codes.shape[1] == 2:
+            if callable(getattr(pl_module, "sample", None)):
+                edge = float(torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor(0.95)))
+                low, high = [-edge, -edge], [edge, edge]
+            else:
+                low, high = np.percentile(codes.numpy(), [1, 99], axis=0).tolist()
+            grid = viz.manifold_codes(self.manifold_size, low, high).to(pl_module.device)
+            rendered["manifold"] = viz.image_grid(
+                decode_all(pl_module, grid), nrow=self.manifold_size
+            )
+        return rendered

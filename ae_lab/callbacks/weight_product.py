@@ -1,0 +1,69 @@
+"""The trivial solution made visible: ``W_dec W_enc`` of a linear autoencoder, and how close to the
+identity it acts on the data."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ae_lab import viz
+from ae_lab.callbacks.base import FigureCallback, Rendered, evaluating
+
+
+def identity_metrics(product: torch.Tensor, images: torch.Tensor) -> dict[str, float]:
+    """How far ``product`` is from the identity, on data ``images`` ``(N, ...)``.
+
+    * ``identity_error``: ``||(W - I) X||_F / ||X||_F`` over the images, the relative error of the
+      reconstruction ``W x``. Directions the data never uses do not count.
+    * ``diag_mean``: mean of ``W_ii`` over the pixels that vary in the data (a border pixel that is
+      always 0 gives the model nothing to learn).
+    * ``offdiag_abs_mean``: mean ``|W_ij|``, ``i != j``.
+    """
+    x = images.flatten(1).to(product)
+    error = torch.linalg.norm(x @ (product - torch.eye(len(product), device=product.device)).T)
+    varying = x.std(dim=0) > 0
+    diag = torch.diagonal(product)
+    off = product.abs().sum() - diag.abs().sum()
+    n = len(product)
+    return {
+        "identity_error": float(error / torch.linalg.norm(x)),
+        "diag_mean": float(diag[varying].mean()) if varying.any() else math.nan,
+        "offdiag_abs_mean": float(off / (n * n - n)) if n > 1 else 0.0,
+    }
+
+
+class WeightProduct(FigureCallback):
+    """Heatmap of ``W2·W1`` (raw and clipped at 0) and the scalars of :func:`identity_metrics`,
+    logged as ``val/…`` after each validation epoch and ``test/…`` after testing (all images)."""
+
+    name = "weight_product"
+
+    def applies_to(self, pl_module) -> bool:
+        return callable(getattr(pl_module, "weight_product", None))
+
+    def _log_metrics(self, trainer, pl_module, split: str) -> dict[str, float]:
+        images, _ = trainer.datamodule.sample_batch(None, split=split)
+        with evaluating(pl_module):
+            metrics = identity_metrics(pl_module.weight_product(), images.to(pl_module.device))
+        for key, value in metrics.items():
+            pl_module.log(f"{split}/{key}", value)
+        return metrics
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if not trainer.sanity_checking and self.applies_to(pl_module):
+            self.latest = self._log_metrics(trainer, pl_module, "val")  # every rank logs the same
+        super().on_validation_epoch_end(trainer, pl_module)
+
+    def on_test_epoch_end(self, trainer, pl_module) -> None:
+        if self.applies_to(pl_module):
+            self._log_metrics(trainer, pl_module, "test")
+
+    def render(self, trainer, pl_module) -> Rendered:
+        product = pl_module.weight_product().float().cpu().numpy()
+        title = (
+            f"epoch {trainer.current_epoch}: identity error {self.latest['identity_error']:.4f}, "
+            f"mean diagonal {self.latest['diag_mean']:.3f}, "
+            f"mean |off-diagonal| {self.latest['offdiag_abs_mean']:.2e}"
+        )
+        return {"weight_product": viz.weight_product_figure(product, title)}

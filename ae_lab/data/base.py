@@ -1,0 +1,125 @@
+"""The DataModule base for every dataset: uint8 image arrays per split, batches by indexing.
+
+Subclasses implement ``prepare_data`` (find, download or cache the files) and ``load_splits``
+(return the ``train``/``val``/``test`` arrays). Batches travel to the device as uint8 (a quarter of
+the bytes of float32) and become floats in ``[0, 1]`` there, in ``on_after_batch_transfer``.
+
+The small API the figure callbacks use: ``image_shape``, ``sample_batch`` and ``class_names``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.accelerators import CUDAAccelerator
+from torch.utils.data import DataLoader
+
+from ae_lab.data.arrays import IndexedImages, keep_batch
+
+Split = tuple[Any, torch.Tensor | None]  # (uint8 images (N, C, H, W), int64 labels or None)
+SPLITS = ("train", "val", "test")
+
+
+class ImageArrayDataModule(L.LightningDataModule):
+    """Args:
+    root: folder the dataset lives in (``data.root``).
+    batch_size: images per batch (per device under DDP).
+    val_fraction: share of the training images held out for validation (when the dataset has
+        no official validation split).
+    seed: seeds the split, so it is the same on every run and every DDP rank.
+    num_workers: DataLoader workers; 0 is right for in-memory arrays.
+    binarize: threshold pixels at 0.5 (for a Bernoulli likelihood on MNIST).
+    """
+
+    class_names: tuple[str, ...] = ()
+
+    def __init__(
+        self,
+        root: str,
+        batch_size: int = 128,
+        val_fraction: float = 0.1,
+        seed: int = 0,
+        num_workers: int = 0,
+        binarize: bool = False,
+    ) -> None:
+        super().__init__()
+        self.root = str(root)
+        self.batch_size = int(batch_size)
+        self.val_fraction = float(val_fraction)
+        self.seed = int(seed)
+        self.num_workers = int(num_workers)
+        self.binarize = bool(binarize)
+        self.splits: dict[str, IndexedImages] | None = None
+
+    # ---- to implement ------------------------------------------------------------------------
+    def load_splits(self) -> dict[str, Split]:
+        """``{"train": (images, labels), "val": ..., "test": ...}`` from files already on disk."""
+        raise NotImplementedError
+
+    # ---- Lightning ---------------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits is not None:
+            return
+        loaded = self.load_splits()
+        self.splits = {name: IndexedImages(*loaded[name]) for name in SPLITS}
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        self.setup()
+        trainer = self.trainer
+        pin = trainer is not None and isinstance(trainer.accelerator, CUDAAccelerator)
+        return DataLoader(
+            self.splits[split],
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            drop_last=shuffle and len(self.splits[split]) > self.batch_size,
+            collate_fn=keep_batch,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=pin,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        images, labels = batch
+        return self.to_float(images), labels
+
+    # ---- API for callbacks and tests -----------------------------------------------------------
+    def to_float(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 ``(B, C, H, W)`` to float32 in ``[0, 1]`` (or ``{0, 1}`` when binarising)."""
+        if self.binarize:
+            return (images >= 128).float()
+        return images.float().div_(255)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """``(C, H, W)`` of one image, as the model will see it."""
+        self.setup()
+        return tuple(self.splits["train"].images.shape[1:])
+
+    def split_size(self, split: str) -> int:
+        self.setup()
+        return len(self.splits[split])
+
+    def sample_batch(
+        self, n: int | None = None, split: str = "val", seed: int = 0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``n`` images of ``split`` (float, on the CPU) chosen by ``seed``; all of them if ``n`` is None.
+
+        The same arguments always give the same images, so figures compare across epochs.
+        """
+        self.setup()
+        data = self.splits[split]
+        count = len(data) if n is None else min(n, len(data))
+        order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
+        images, labels = data.__getitems__(order[:count].tolist())
+        return self.to_float(images), labels

@@ -1,0 +1,45 @@
+"""A Hydra callback that gathers a multirun's results into one table beside its jobs."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+
+def collect(sweep_dir: Path) -> list[dict[str, Any]]:
+    """One row per job folder: its number, its overrides and its ``metrics.json`` (if any)."""
+    rows = []
+    for job in sorted((p for p in sweep_dir.iterdir() if p.is_dir()), key=lambda p: p.name):
+        overrides_file = job / ".hydra" / "overrides.yaml"
+        if not overrides_file.exists():
+            continue
+        overrides = OmegaConf.to_container(OmegaConf.load(overrides_file))
+        metrics_file = job / "metrics.json"
+        metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
+        rows.append({"job": job.name, "overrides": " ".join(overrides), **metrics})
+    return rows
+
+
+def write_summary(sweep_dir: Path) -> list[dict[str, Any]]:
+    """``summary.csv`` and ``summary.json`` in ``sweep_dir``: every job's overrides and metrics."""
+    rows = collect(sweep_dir)
+    if rows:
+        (sweep_dir / "summary.json").write_text(json.dumps(rows, indent=2) + "\n")
+        columns = list(dict.fromkeys(key for row in rows for key in row))
+        with open(sweep_dir / "summary.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(rows)
+    return rows
+
+
+class SweepSummary(Callback):
+    """Writes ``summary.csv``/``summary.json`` when a ``-m`` sweep ends."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        write_summary(Path(config.hydra.sweep.dir))

@@ -1,0 +1,104 @@
+"""``run(cfg)``: build everything from the composed config, fit, evaluate, write ``metrics.json``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from lightning.fabric.utilities.rank_zero import rank_zero_only
+from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import DictConfig, OmegaConf
+
+from ae_lab.errors import UserError
+
+
+def _instantiate_all(group: DictConfig | None) -> list[Any]:
+    """Every ``_target_`` entry of a dict-of-configs group (callbacks, loggers)."""
+    if not group:
+        return []
+    return [instantiate(entry) for entry in group.values() if entry and "_target_" in entry]
+
+
+def _refuse_to_overwrite(output_dir: Path) -> None:
+    """A run directory that already holds results is never trained into again."""
+    finished = output_dir / "metrics.json"
+    checkpoints = output_dir / "checkpoints"
+    if finished.exists() or (checkpoints.is_dir() and any(checkpoints.iterdir())):
+        raise UserError(
+            f"{output_dir} already holds a run (metrics.json or checkpoints/); nothing was changed. "
+            "Choose a new hydra.run.dir, or resume from it into a new one with "
+            f"ckpt_path={checkpoints / 'last.ckpt'}."
+        )
+
+
+def _numbers(metrics: dict[str, Any]) -> dict[str, float]:
+    out = {}
+    for key, value in metrics.items():
+        number = float(value.item() if isinstance(value, torch.Tensor) else value)
+        out[key] = number if math.isfinite(number) else None  # JSON has no NaN or inf
+    return out
+
+
+def _quiet_libraries() -> None:
+    """One copy of each log line (through Hydra's handlers: console and the run's log file), and
+    none of the deprecation notices that a user cannot act on."""
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logger = logging.getLogger(name)
+        for handler in list(logger.handlers):
+            if isinstance(handler, logging.StreamHandler):
+                logger.removeHandler(handler)
+        logger.propagate = True
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+
+
+def run(cfg: DictConfig) -> dict[str, float]:
+    """Train ``cfg.model`` on ``cfg.data`` and return the final val/test metrics."""
+    _quiet_libraries()
+    output_dir = Path(cfg.paths.output_dir)
+    if rank_zero_only.rank == 0:
+        _refuse_to_overwrite(output_dir)
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True, verbose=False)
+    if cfg.get("matmul_precision"):
+        torch.set_float32_matmul_precision(cfg.matmul_precision)
+
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()  # finds, downloads or caches the files; a short error when it cannot
+    # Nested parts (net, optimizer, corruption) reach the model as plain configs that it builds
+    # and keeps in its hyperparameters, so checkpoints reload with weights_only=True.
+    model = instantiate(
+        cfg.model, input_shape=datamodule.image_shape, _recursive_=False, _convert_="all"
+    )
+    trainer: L.Trainer = instantiate(
+        cfg.trainer,
+        callbacks=_instantiate_all(cfg.get("callbacks")),
+        logger=_instantiate_all(cfg.get("logger")) or False,
+    )
+    for logger in trainer.loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+
+    # Validate and test the same weights: the best checkpoint when there is one.
+    best = trainer.checkpoint_callback
+    weights = "best" if isinstance(best, ModelCheckpoint) and best.best_model_path else None
+    metrics: dict[str, Any] = {}
+    for results in (
+        trainer.validate(model, datamodule=datamodule, ckpt_path=weights, verbose=False),
+        trainer.test(model, datamodule=datamodule, ckpt_path=weights, verbose=False),
+    ):
+        for result in results:
+            metrics.update(result)
+    metrics = _numbers(metrics)
+    if trainer.is_global_zero:
+        (output_dir / "metrics.json").write_text(
+            json.dumps(metrics, indent=2, sort_keys=True) + "\n"
+        )
+    return metrics
