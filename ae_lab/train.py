@@ -26,6 +26,15 @@ def _instantiate_all(group: DictConfig | None) -> list[Any]:
     return [instantiate(entry) for entry in group.values() if entry and "_target_" in entry]
 
 
+def build_model(model_cfg: DictConfig, input_shape: tuple[int, ...]) -> L.LightningModule:
+    """The model a ``model/`` config describes, sized for images of ``input_shape``.
+
+    Nested parts (net, optimizer, corruption) reach the model as plain configs that it builds and
+    keeps in its hyperparameters, so its checkpoints reload with ``weights_only=True``.
+    """
+    return instantiate(model_cfg, input_shape=input_shape, _recursive_=False, _convert_="all")
+
+
 def _refuse_to_overwrite(output_dir: Path) -> None:
     """A run directory that already holds results is never trained into again."""
     finished = output_dir / "metrics.json"
@@ -71,11 +80,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()  # finds, downloads or caches the files; a short error when it cannot
-    # Nested parts (net, optimizer, corruption) reach the model as plain configs that it builds
-    # and keeps in its hyperparameters, so checkpoints reload with weights_only=True.
-    model = instantiate(
-        cfg.model, input_shape=datamodule.image_shape, _recursive_=False, _convert_="all"
-    )
+    model = build_model(cfg.model, datamodule.image_shape)
     trainer: L.Trainer = instantiate(
         cfg.trainer,
         callbacks=_instantiate_all(cfg.get("callbacks")),

@@ -27,6 +27,10 @@ class Autoencoder(AutoencoderBase):
         """A regulariser on the code (or the encoder at ``x_in``); none by default."""
         return None
 
+    def diagnostics(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Quantities logged beside the loss terms (not optimised); none by default."""
+        return {}
+
     def objective(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         x_in = self.corrupt(x)
         z = self.encoder(x_in)
@@ -36,7 +40,7 @@ class Autoencoder(AutoencoderBase):
         if penalty is not None:
             terms["penalty"] = penalty
             terms["loss"] = recon + self.penalty_weight * penalty
-        return terms
+        return {**terms, **self.diagnostics(z)}
 
 
 class LinearAutoencoder(Autoencoder):
@@ -57,10 +61,20 @@ class LinearAutoencoder(Autoencoder):
 
 
 class SparseAutoencoder(Autoencoder):
-    """Adds ``penalty_weight * ||z||_1``: most code units are pushed to exactly zero."""
+    """Adds ``penalty_weight * ||z||_1``: most code units are pushed to (nearly) zero.
+
+    Also logs ``active``: the fraction of code entries with ``|z| > active_threshold``.
+    """
+
+    def __init__(self, *args, active_threshold: float = 0.01, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.active_threshold = float(active_threshold)
 
     def penalty(self, x_in: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         return l1_penalty(z)
+
+    def diagnostics(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"active": (z.detach().abs() > self.active_threshold).float().mean()}
 
 
 class ContractiveAutoencoder(Autoencoder):

@@ -1,0 +1,89 @@
+"""The pure drawing functions: arrays in, images that show what they claim out."""
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ae_lab import viz
+from ae_lab.callbacks.weight_product import identity_metrics
+
+
+def test_image_grid_places_images_row_major():
+    images = torch.zeros(6, 1, 4, 4)
+    images[1] = 1.0  # second image white
+    grid = viz.image_grid(images, nrow=3, padding=0)
+    assert grid.shape == (8, 12, 3) and grid.dtype == np.uint8
+    assert (grid[:4, 4:8] == 255).all() and (grid[:4, :4] == 0).all() and (grid[4:, :] == 0).all()
+
+
+def _diagonal_pixels(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels of ``mask`` in rows holding at most 3 of them (a thin line, not a colour bar)."""
+    thin_rows = mask.sum(axis=1) <= 3
+    return np.nonzero(mask & thin_rows[:, None])
+
+
+@pytest.mark.parametrize("n", [200, 784])
+def test_weight_product_heatmap_shows_the_diagonal(n):
+    """At least one screen pixel per entry, so the identity's diagonal survives as a line: dark red
+    (+1 in RdBu_r) in the raw panel, yellow (1 in viridis) in the clipped panel."""
+    image = viz.weight_product_figure(np.eye(n)).astype(int)
+    half = image.shape[1] // 2
+    for panel, colour in ((image[:, :half], (103, 0, 31)), (image[:, half:], (253, 231, 37))):
+        close = np.abs(panel - colour).sum(axis=2) < 30
+        rows, cols = _diagonal_pixels(close)
+        assert len(rows) >= 0.95 * n, f"only {len(rows)} diagonal pixels for {n} entries"
+        offsets = cols - rows
+        assert np.percentile(offsets, 95) - np.percentile(offsets, 5) <= 3
+
+
+def test_identity_metrics():
+    images = torch.rand(50, 1, 4, 4)
+    images[:, :, 0, 0] = 0  # a pixel that never varies
+    exact = identity_metrics(torch.eye(16), images)
+    assert exact["identity_error"] == pytest.approx(0, abs=1e-6)
+    assert exact["diag_mean"] == pytest.approx(1) and exact["offdiag_abs_mean"] == 0
+    half = identity_metrics(0.5 * torch.eye(16), images)
+    assert half["identity_error"] == pytest.approx(0.5, rel=1e-5)
+    w = torch.eye(16)
+    w[0, 0] = 0  # the constant pixel does not count in the diagonal mean
+    assert identity_metrics(w, images)["diag_mean"] == pytest.approx(1)
+
+
+def test_manifold_codes_match_the_scatter_axes():
+    codes = viz.manifold_codes(3, [-1, -2], [1, 2])
+    assert codes.shape == (9, 2)
+    assert codes[0].tolist() == [-1, 2]  # top-left: smallest z0, largest z1
+    assert codes[-1].tolist() == [1, -2]
+
+
+def test_interpolation_path_ends_at_both_codes():
+    a, b = torch.randn(4, 3), torch.randn(4, 3)
+    path = viz.interpolation_codes(a, b, 7)
+    assert path.shape == (4, 7, 3)
+    torch.testing.assert_close(path[:, 0], a)
+    torch.testing.assert_close(path[:, -1], b)
+
+
+def test_ping_pong_plays_forward_then_back():
+    assert viz.ping_pong([0, 1, 2, 3]) == [0, 1, 2, 3, 2, 1]
+
+
+def test_gif_and_png_decode(tmp_path):
+    frames = [np.full((8, 8, 3), v, np.uint8) for v in (0, 120, 240)]
+    gif = viz.save_gif(frames, tmp_path / "a.gif")
+    with Image.open(gif) as image:
+        assert image.n_frames == 3 and image.info["loop"] == 0
+    png = Image.open(io.BytesIO(viz.encode_png(frames[1])))
+    assert np.array_equal(np.asarray(png.convert("RGB")), frames[1])
+
+
+def test_scatter_and_principal_axes():
+    codes = np.random.default_rng(0).normal(size=(100, 5)) * [5, 1, 0.1, 0.1, 0.1]
+    projected, title, axes = viz.principal_axes(codes)
+    assert projected.shape == (100, 2) and "principal" in title and axes == ("PC 1", "PC 2")
+    assert projected[:, 0].std() > 3 * projected[:, 1].std()
+    image = viz.latent_scatter(projected, np.arange(100) % 10, [str(i) for i in range(10)], title)
+    assert image.ndim == 3 and image.shape[2] == 3 and image.std() > 0

@@ -1,0 +1,94 @@
+"""Shared fixtures: synthetic datasets in the real layouts, the real ones when present, and the
+project's Hydra config composed exactly as ``train.py`` composes it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+from tests.helpers.mnist import write_mnist
+
+REPO = Path(__file__).resolve().parents[1]
+CONF = REPO / "conf"
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+os.environ.setdefault("PYTHONHASHSEED", "0")
+
+
+@pytest.fixture(scope="session")
+def mnist_root(tmp_path_factory) -> Path:
+    """A synthetic MNIST in torchvision's raw layout: ``<root>/MNIST/raw/*-ubyte``."""
+    root = tmp_path_factory.mktemp("mnist")
+    write_mnist(root / "MNIST" / "raw")
+    return root
+
+
+@pytest.fixture(scope="session")
+def fashion_root(tmp_path_factory) -> Path:
+    """A synthetic Fashion-MNIST as Debian ships it: gzip files directly in the folder."""
+    root = tmp_path_factory.mktemp("fashion")
+    write_mnist(root, gz=True)
+    return root
+
+
+@pytest.fixture(scope="session")
+def real_mnist() -> Path:
+    """``../shared/data/mnist10k`` (real MNIST digits), when this checkout has it beside it."""
+    root = SHARED_DATA / "mnist10k"
+    if not (root / "MNIST" / "raw").is_dir():
+        pytest.skip(f"real MNIST not available (looked in {root})")
+    return root
+
+
+def compose_config(overrides: list[str], output_dir: Path) -> DictConfig:
+    """The config ``python train.py <overrides>`` would run, with its run directory set to
+    ``output_dir`` (the ``hydra`` node is removed, as in a job's ``cfg``)."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = hydra_compose("train", overrides=overrides, return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(output_dir)
+        cfg.hydra.job.num = 0
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg.hydra
+    return cfg
+
+
+#: Overrides that make a run take seconds: two batches, small figures, no progress bar.
+TINY_RUN = [
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=2",
+    "trainer.limit_val_batches=2",
+    "trainer.limit_test_batches=2",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "data.batch_size=32",
+    "callbacks.latent_interpolation.grid=2",
+    "callbacks.latent_interpolation.steps=5",
+    "callbacks.latent_space.num_points=64",
+    "callbacks.latent_space.manifold_size=4",
+    "callbacks.samples.num_examples=4",
+]
+
+
+@pytest.fixture
+def compose(tmp_path):
+    """``compose(overrides) -> cfg`` whose run directory is ``tmp_path / "run"``."""
+    made = []
+
+    def _compose(overrides: list[str], output_dir: Path | None = None) -> DictConfig:
+        cfg = compose_config(overrides, output_dir or tmp_path / "run")
+        made.append(cfg)
+        return cfg
+
+    yield _compose
+    GlobalHydra.instance().clear()
+    HydraConfig.instance().cfg = None

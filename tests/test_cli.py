@@ -1,0 +1,90 @@
+"""``python train.py`` as a user runs it, in a subprocess: the help, the short errors, a real run,
+a sweep and DDP on two CPU processes."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, TINY_RUN
+
+
+def train(*args: str, cwd: Path = REPO, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0"}
+    return subprocess.run(
+        [sys.executable, str(REPO / "train.py"), *args],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+
+
+def test_help_lists_the_groups_and_their_options():
+    result = train("--help")
+    assert result.returncode == 0
+    for line in ("model: ae, cnn_ae, cnn_vae, contractive_ae, denoising_ae, linear_ae, sparse_ae, vae",
+                 "data: ", "trainer: ", "callbacks: ", "logger: ", "experiment: "):  # fmt: skip
+        assert line in result.stdout
+    assert "trivial_identity" in result.stdout and "data.root=DIR" in result.stdout
+
+
+def test_unknown_model_gives_the_short_error():
+    result = train("model=nope")
+    assert result.returncode != 0
+    assert "Could not find 'model/nope'" in result.stderr
+    assert "Available options in 'model'" in result.stderr and "vae" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unknown_key_gives_the_short_error():
+    result = train("data.batch_sise=4")
+    assert result.returncode != 0 and "batch_sise" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_dataset_gives_the_short_error(tmp_path):
+    result = train(
+        f"data.root={tmp_path}", "data.download=false", f"hydra.run.dir={tmp_path / 'run'}"
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: MNIST not found")
+    assert str(tmp_path / "MNIST" / "raw") in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_a_real_run_writes_its_run_directory(tmp_path, mnist_root):
+    run_dir = tmp_path / "run"
+    result = train("model=vae", f"data.root={mnist_root}", f"hydra.run.dir={run_dir}", *TINY_RUN)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (run_dir / ".hydra" / "config.yaml").is_file()
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert json.loads((run_dir / "metrics.json").read_text())["test/elbo"] < 0
+    assert (run_dir / "figures" / "latent_space" / "manifold_epoch000.png").is_file()
+    assert (run_dir / "train.log").read_text().count("Trainer.fit` stopped") == 1
+
+
+@pytest.mark.slow
+def test_a_sweep_runs_each_job_in_its_own_directory_and_summarises(tmp_path, mnist_root):
+    result = train("-m", "model=ae,sparse_ae", "callbacks=none", f"data.root={mnist_root}",
+                   f"paths.log_dir={tmp_path}", *TINY_RUN[:6])  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    (sweep,) = (tmp_path / "train" / "multiruns").glob("*")
+    for job in ("0", "1"):
+        assert (sweep / job / "metrics.json").is_file()
+    summary = json.loads((sweep / "summary.json").read_text())
+    assert [row["overrides"].split()[0] for row in summary] == ["model=ae", "model=sparse_ae"]
+    assert all("val/loss" in row for row in summary) and (sweep / "summary.csv").is_file()
+
+
+@pytest.mark.slow
+def test_ddp_on_two_cpu_processes(tmp_path, mnist_root):
+    run_dir = tmp_path / "run"
+    result = train("trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "model=vae",
+                   f"data.root={mnist_root}", f"hydra.run.dir={run_dir}", *TINY_RUN)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert "test/loss" in metrics
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert list((run_dir / "figures" / "latent_interpolation").glob("grid_*.gif"))
