@@ -1,0 +1,259 @@
+"""Face folders, CelebA and anime faces, decoded once into a memory-mapped uint8 cache.
+
+``prepare_data`` finds the image folder and builds (or reuses) the cache of
+:mod:`ae_lab.data.image_cache`; ``load_splits`` returns the splits as views of that one array
+(:class:`~ae_lab.data.image_cache.MappedImages`), so a batch costs one fancy-index of a memory map.
+Faces have no labels.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ae_lab.data.arrays import seeded_split
+from ae_lab.data.base import ImageArrayDataModule, Split
+from ae_lab.data.image_cache import ImageCache, Preprocess, get_image_cache, has_images
+from ae_lab.errors import UserError
+
+log = logging.getLogger(__name__)
+
+PARTITION_NAMES = ("list_eval_partition.txt", "list_eval_partition.csv")
+CELEBA_KAGGLE = "kaggle datasets download -d jessicali9530/celeba-dataset -p {root} --unzip"
+ANIME_KAGGLE = "kaggle datasets download -d splcher/animefacedataset -p {root} --unzip"
+
+
+class FaceFolderDataModule(ImageArrayDataModule):
+    """A folder of face images, preprocessed once into a memory-mapped cache.
+
+    Args (beyond :class:`~ae_lab.data.base.ImageArrayDataModule`'s):
+    test_fraction: share of the images held out for testing, when there is no official split
+        (``val_fraction`` is then a share of all images too).
+    crop: side of a centred square crop (in source pixels) before resizing; None for none.
+    size: output size: None (keep), an int (a square) or ``[height, width]``.
+    cache_dir: where the decoded arrays live (never inside the dataset folder).
+    cache_workers: processes decoding the images on the first run; None for min(8, CPUs).
+    download: fetch the dataset when it is missing, where a download exists.
+    """
+
+    cache_name = "faces"  # prefix of the cache files
+
+    def __init__(
+        self,
+        root: str,
+        batch_size: int = 128,
+        val_fraction: float = 0.1,
+        seed: int = 0,
+        num_workers: int = 0,
+        binarize: bool = False,
+        *,
+        test_fraction: float = 0.1,
+        crop: int | None = None,
+        size: Any = 64,
+        cache_dir: str = "data/cache",
+        cache_workers: int | None = None,
+        download: bool = False,
+    ) -> None:
+        super().__init__(root, batch_size, val_fraction, seed, num_workers, binarize)
+        self.download = bool(download)
+        self.test_fraction = float(test_fraction)
+        self.preprocess = Preprocess.from_config(crop, size)
+        self.cache_dir = str(cache_dir)
+        self.cache_workers = None if cache_workers is None else int(cache_workers)
+        if self.val_fraction < 0 or self.test_fraction < 0:
+            raise UserError("data.val_fraction and data.test_fraction must be >= 0")
+        if self.val_fraction + self.test_fraction >= 1:
+            raise UserError(
+                f"data.val_fraction + data.test_fraction must be below 1, got "
+                f"{self.val_fraction} + {self.test_fraction}"
+            )
+        self.cache: ImageCache | None = None
+
+    # ---- to implement --------------------------------------------------------------------------
+    def image_folder(self) -> Path | None:
+        """The folder holding the images, or None when none of the accepted layouts is there."""
+        raise NotImplementedError
+
+    def missing_message(self) -> str:
+        raise NotImplementedError
+
+    def fetch(self) -> None:
+        """Download the dataset into ``root`` when ``download`` is set; nothing by default."""
+
+    # ---- shared --------------------------------------------------------------------------------
+    @property
+    def root_path(self) -> Path:
+        return Path(self.root).expanduser()
+
+    def prepare_data(self) -> None:
+        self.load_cache()
+
+    def load_cache(self) -> ImageCache:
+        """Find the images and build or reuse their cache (once per DataModule)."""
+        if self.cache is None:
+            folder = self.image_folder()
+            if folder is None:
+                self.fetch()
+                folder = self.image_folder()
+            if folder is None:
+                raise UserError(self.missing_message())
+            self.cache = get_image_cache(
+                folder,
+                self.cache_dir,
+                self.preprocess,
+                name=self.cache_name,
+                workers=self.cache_workers,
+            )
+        return self.cache
+
+    def fraction_split(self, n: int) -> dict[str, np.ndarray]:
+        """Rows of a seeded ``train/val/test`` split of ``n`` images, each part sorted."""
+        fractions = [1 - self.val_fraction - self.test_fraction, self.val_fraction]
+        fractions.append(self.test_fraction)
+        parts = seeded_split(n, fractions, self.seed)
+        names = ("train", "val", "test")
+        return {name: np.sort(part.numpy()) for name, part in zip(names, parts, strict=True)}
+
+    def split_rows(self, cache: ImageCache) -> dict[str, np.ndarray]:
+        return self.fraction_split(cache.shape[0])
+
+    def load_splits(self) -> dict[str, Split]:
+        cache = self.load_cache()
+        rows = self.split_rows(cache)
+        return {name: (cache.images(rows[name]), None) for name in ("train", "val", "test")}
+
+
+# ---- CelebA --------------------------------------------------------------------------------------
+def read_partition(path: Path) -> dict[str, int]:
+    """CelebA's ``list_eval_partition`` (``000001.jpg 0`` lines, or Kaggle's CSV with a header):
+    file name to 0 (train), 1 (val) or 2 (test). Lines that do not parse are ignored."""
+    partition = {}
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return {}
+    for line in text.splitlines():
+        fields = line.replace(",", " ").split()
+        if len(fields) >= 2 and fields[1] in ("0", "1", "2"):
+            partition[fields[0]] = int(fields[1])
+    return partition
+
+
+class CelebADataModule(FaceFolderDataModule):
+    """CelebA's aligned faces (218x178 JPEGs), usually centre-cropped to 148 and resized to 64.
+
+    Layouts looked for under ``root``, in this order:
+    1. torchvision's ``<root>/celeba/img_align_celeba/`` (+ ``<root>/celeba/list_eval_partition.txt``)
+    2. Kaggle's ``<root>/img_align_celeba/img_align_celeba/`` (+ ``<root>/list_eval_partition.csv``)
+    3. ``<root>/img_align_celeba/`` (+ a partition file in ``<root>``)
+    4. JPEGs directly in ``<root>`` (+ a partition file in ``<root>``)
+    The official partition is used when its file is there (listed files that are missing or
+    unreadable are left out, files it does not list too); otherwise a seeded split by
+    ``val_fraction`` and ``test_fraction``.
+    """
+
+    cache_name = "celeba"
+
+    def __init__(self, *args, crop: int | None = 148, **kwargs) -> None:
+        super().__init__(*args, crop=crop, **kwargs)
+
+    def layouts(self) -> list[tuple[Path, list[Path]]]:
+        """``(image folder, partition file candidates)`` of each accepted layout, in order."""
+        root = self.root_path
+        in_root = [root / name for name in PARTITION_NAMES]
+        torchvision_dir = root / "celeba"
+        return [
+            (torchvision_dir / "img_align_celeba", [torchvision_dir / n for n in PARTITION_NAMES]),
+            (root / "img_align_celeba" / "img_align_celeba", in_root[::-1]),
+            (root / "img_align_celeba", in_root),
+            (root, in_root),
+        ]
+
+    def _layout(self) -> tuple[Path, Path | None] | None:
+        for folder, partitions in self.layouts():
+            if has_images(folder):
+                partition = next((p for p in partitions if p.is_file()), None)
+                return folder, partition
+        return None
+
+    def image_folder(self) -> Path | None:
+        found = self._layout()
+        return found[0] if found else None
+
+    def missing_message(self) -> str:
+        root = self.root_path
+        zips = sorted(p.name for p in (*root.glob("*.zip"), *root.glob("celeba/*.zip")))
+        unzip = f" Found {', '.join(zips)}: unzip it there." if zips else ""
+        return (
+            f"CelebA not found in {root}: expected JPEGs in celeba/img_align_celeba/ "
+            "(torchvision), img_align_celeba/img_align_celeba/ (Kaggle), img_align_celeba/ "
+            f"or the folder itself.{unzip} Get it with: {CELEBA_KAGGLE.format(root=root)} "
+            "(or set data.root=DIR)"
+        )
+
+    def fetch(self) -> None:
+        if not self.download:
+            return
+        try:
+            import torchvision
+
+            torchvision.datasets.CelebA(self.root, split="all", download=True)
+        except Exception as exc:  # Google Drive quotas, no network, gdown missing...
+            reason = " ".join(str(exc).split())[:160] or type(exc).__name__
+            raise UserError(
+                f"downloading CelebA with torchvision into {self.root_path} failed ({reason}). "
+                f"Get it with: {CELEBA_KAGGLE.format(root=self.root_path)}"
+            ) from None
+
+    def split_rows(self, cache: ImageCache) -> dict[str, np.ndarray]:
+        found = self._layout()
+        partition_file = found[1] if found else None
+        partition = read_partition(partition_file) if partition_file else {}
+        if partition:
+            rows = {
+                name: cache.rows_of([f for f, part in partition.items() if part == number])
+                for number, name in enumerate(("train", "val", "test"))
+            }
+            used = sum(len(r) for r in rows.values())
+            if used:
+                missing = len(partition) - used
+                if missing:
+                    log.info(
+                        "CelebA: %d of the %d images in %s are missing or unreadable; "
+                        "left out", missing, len(partition), partition_file.name
+                    )  # fmt: skip
+                return {name: np.sort(r) for name, r in rows.items()}
+            log.warning(
+                "CelebA: %s names none of the images in %s; using a seeded split instead",
+                partition_file,
+                cache.source,
+            )
+        return self.fraction_split(cache.shape[0])
+
+
+# ---- anime faces ---------------------------------------------------------------------------------
+class AnimeFacesDataModule(FaceFolderDataModule):
+    """Anime faces of mixed sizes, each resized to a ``size`` square (64 by default, 88 in the
+    study): Kaggle's ``<root>/images/`` or any flat folder of images in ``<root>``; a seeded split
+    by ``val_fraction`` and ``test_fraction``."""
+
+    cache_name = "anime"
+
+    def image_folder(self) -> Path | None:
+        root = self.root_path
+        for folder in (root / "images", root):
+            if has_images(folder):
+                return folder
+        return None
+
+    def missing_message(self) -> str:
+        root = self.root_path
+        download = " There is no automatic download (Kaggle needs an account)." * self.download
+        return (
+            f"anime faces not found in {root}: expected images (jpg, png, webp, bmp) in "
+            f"images/ (Kaggle) or the folder itself.{download} Get them with: "
+            f"{ANIME_KAGGLE.format(root=root)} (or set data.root=DIR)"
+        )
