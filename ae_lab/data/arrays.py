@@ -31,7 +31,8 @@ class IndexedImages(Dataset):
     def __init__(self, images: np.ndarray | torch.Tensor, labels: torch.Tensor | None = None):
         self.images = images
         n = len(images)
-        self.labels = labels if labels is not None else torch.full((n,), UNLABELLED)
+        # no labels: one -1 broadcast to every row (no memory, nothing to pickle to workers)
+        self.labels = labels if labels is not None else torch.tensor([UNLABELLED]).expand(n)
         if len(self.labels) != n:
             raise ValueError(f"{n} images but {len(self.labels)} labels")
 

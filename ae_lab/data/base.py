@@ -28,7 +28,8 @@ class ImageArrayDataModule(L.LightningDataModule):
     batch_size: images per batch (per device under DDP).
     val_fraction: share of the training images held out for validation (when the dataset has
         no official validation split).
-    seed: seeds the split, so it is the same on every run and every DDP rank.
+    seed: seeds the split, so it is the same on every run and every DDP rank (``None``, as in a
+        ``seed=null`` run, splits as 0 does: val and test stay comparable across runs).
     num_workers: DataLoader workers; 0 is right for in-memory arrays.
     binarize: threshold pixels at 0.5 (for a Bernoulli likelihood on MNIST).
     """
@@ -48,7 +49,7 @@ class ImageArrayDataModule(L.LightningDataModule):
         self.root = str(root)
         self.batch_size = int(batch_size)
         self.val_fraction = float(val_fraction)
-        self.seed = int(seed)
+        self.seed = int(seed) if seed is not None else 0
         self.num_workers = int(num_workers)
         self.binarize = bool(binarize)
         self.splits: dict[str, IndexedImages] | None = None
