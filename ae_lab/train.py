@@ -16,7 +16,7 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
-from ae_lab.errors import UserError
+from ae_lab.run_dir import refuse_to_overwrite
 
 
 def _instantiate_all(group: DictConfig | None) -> list[Any]:
@@ -33,18 +33,6 @@ def build_model(model_cfg: DictConfig, input_shape: tuple[int, ...]) -> L.Lightn
     keeps in its hyperparameters, so its checkpoints reload with ``weights_only=True``.
     """
     return instantiate(model_cfg, input_shape=input_shape, _recursive_=False, _convert_="all")
-
-
-def _refuse_to_overwrite(output_dir: Path) -> None:
-    """A run directory that already holds results is never trained into again."""
-    finished = output_dir / "metrics.json"
-    checkpoints = output_dir / "checkpoints"
-    if finished.exists() or (checkpoints.is_dir() and any(checkpoints.iterdir())):
-        raise UserError(
-            f"{output_dir} already holds a run (metrics.json or checkpoints/); nothing was changed. "
-            "Choose a new hydra.run.dir, or resume from it into a new one with "
-            f"ckpt_path={checkpoints / 'last.ckpt'}."
-        )
 
 
 def _numbers(metrics: dict[str, Any]) -> dict[str, float]:
@@ -72,7 +60,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     _quiet_libraries()
     output_dir = Path(cfg.paths.output_dir)
     if rank_zero_only.rank == 0:
-        _refuse_to_overwrite(output_dir)
+        refuse_to_overwrite(output_dir)  # train.py checks before Hydra writes .hydra/ there
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
     if cfg.get("matmul_precision"):

@@ -35,7 +35,7 @@ def timed(fn, encoder, x, repeats: int) -> tuple[float, float]:
         encoder.zero_grad()
         value = fn(encoder, x)
         value.backward()
-    return (time.perf_counter() - start) / repeats, float(value)
+    return (time.perf_counter() - start) / repeats, float(value.detach())
 
 
 def main() -> None:

@@ -70,6 +70,7 @@ TINY_RUN = [
     "trainer.limit_test_batches=2",
     "trainer.enable_progress_bar=false",
     "trainer.enable_model_summary=false",
+    "trainer.log_every_n_steps=1",
     "data.batch_size=32",
     "callbacks.latent_interpolation.grid=2",
     "callbacks.latent_interpolation.steps=5",

@@ -88,3 +88,31 @@ def test_ddp_on_two_cpu_processes(tmp_path, mnist_root):
     assert "test/loss" in metrics
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     assert list((run_dir / "figures" / "latent_interpolation").glob("grid_*.gif"))
+
+
+@pytest.mark.parametrize(
+    ("data", "kaggle"),
+    [("celeba", "jessicali9530/celeba-dataset"), ("anime", "splcher/animefacedataset")],
+)
+def test_missing_faces_give_the_short_error_with_the_kaggle_command(tmp_path, data, kaggle):
+    result = train(
+        "model=cnn_vae",
+        f"data={data}",
+        f"data.root={tmp_path}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: ") and len(result.stderr.strip().splitlines()) == 1
+    assert f"kaggle datasets download -d {kaggle}" in result.stderr
+
+
+def test_a_finished_run_directory_is_left_as_it_was(tmp_path):
+    run_dir = tmp_path / "run"
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / ".hydra" / "config.yaml").write_text("the earlier run's config\n")
+    (run_dir / "metrics.json").write_text('{"val/loss": 1.0}\n')
+    result = train(f"hydra.run.dir={run_dir}", "data.download=false")
+    assert result.returncode == 2 and result.stderr.startswith("error: ")
+    assert "already holds a run" in result.stderr and "Traceback" not in result.stderr
+    assert (run_dir / ".hydra" / "config.yaml").read_text() == "the earlier run's config\n"
+    assert sorted(p.name for p in run_dir.iterdir()) == [".hydra", "metrics.json"]

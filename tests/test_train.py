@@ -27,8 +27,9 @@ def check_run_directory(run_dir: Path, model: str) -> dict:
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    for key in ("val/loss", "test/loss"):
+    for key in ("val/loss", "test/loss", "val/psnr", "test/psnr"):
         assert isinstance(metrics[key], float) and math.isfinite(metrics[key])
+    assert metrics["val/psnr"] > 0  # reconstructions in [0, 1] of images in [0, 1]
     figures = run_dir / "figures"
     expected = [
         "reconstructions/reconstructions",
@@ -131,3 +132,11 @@ def test_trivial_identity_reaches_the_identity_on_held_out_digits(compose, tmp_p
     assert metrics["val/identity_error"] <= 0.02
     assert metrics["test/identity_error"] <= 0.02
     assert metrics["val/diag_mean"] > 0.85
+
+
+def test_interpolation_grid_shrinks_to_a_small_validation_set(compose, tmp_path, mnist_root):
+    """6 validation images hold 3 pairs: a 1x1 grid instead of the 4x4 asked for, not a crash."""
+    overrides = [f"data.root={mnist_root}", "data.val_fraction=0.01", *TINY_RUN]
+    run(compose([*overrides, "callbacks.latent_interpolation.grid=4"]))
+    with Image.open(tmp_path / "run/figures/latent_interpolation/grid_epoch000.gif") as gif:
+        assert gif.size == (2 * 28, 2 * 28) and gif.n_frames > 1  # one cell, enlarged twice

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ae_lab import viz
@@ -10,7 +12,8 @@ from ae_lab.callbacks.base import FigureCallback, Rendered, decode_all, encode_a
 
 class LatentInterpolation(FigureCallback):
     """Args:
-    grid: a ``grid x grid`` mosaic of cells, each walking between its own two images.
+    grid: a ``grid x grid`` mosaic of cells, each walking between its own two images (smaller
+        when the validation set has fewer than ``2 * grid**2`` images).
     steps: points on each straight line from one code to the other (the study used 50).
     strip_columns: how many of the steps the static PNG strip shows.
     frame_ms: GIF frame duration.
@@ -31,12 +34,12 @@ class LatentInterpolation(FigureCallback):
         self.frame_ms = int(frame_ms)
 
     def render(self, trainer, pl_module) -> Rendered:
-        pairs = self.grid * self.grid
+        available = trainer.datamodule.split_size("val")
+        grid = min(self.grid, math.isqrt(available // 2))  # a small validation set: a smaller grid
+        if grid < 1:
+            return {}
+        pairs = grid * grid
         images, _ = self.examples(trainer, pl_module, n=2 * pairs)
-        if len(images) < 2 * pairs:
-            raise ValueError(
-                f"latent_interpolation needs {2 * pairs} validation images, got {len(images)}"
-            )
         start, end = images[:pairs], images[pairs:]
         codes = viz.interpolation_codes(
             encode_all(pl_module, start), encode_all(pl_module, end), self.steps
@@ -44,11 +47,9 @@ class LatentInterpolation(FigureCallback):
         paths = decode_all(pl_module, codes.flatten(0, 1)).unflatten(0, codes.shape[:2]).cpu()
         height = images.shape[-2]
         columns = torch.linspace(0, self.steps - 1, self.strip_columns).round().long()
-        strip = torch.cat(
-            [start.cpu().unsqueeze(1), paths[:, columns], end.cpu().unsqueeze(1)], dim=1
-        )
+        strip = torch.cat([start.cpu().unsqueeze(1), paths[:, columns], end.cpu().unsqueeze(1)], 1)
         return {
-            "grid": viz.ping_pong(viz.grid_frames(paths, self.grid, scale=max(1, 64 // height))),
+            "grid": viz.ping_pong(viz.grid_frames(paths, grid, scale=max(1, 64 // height))),
             "pair": viz.ping_pong(viz.grid_frames(paths[:1], 1, scale=max(1, 192 // height))),
             "strip": viz.image_grid(strip.flatten(0, 1), nrow=strip.shape[1]),
         }

@@ -14,6 +14,7 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.utils import instantiate
+from torchmetrics.image import PeakSignalNoiseRatio
 
 from ae_lab.models.losses import LIKELIHOODS
 
@@ -80,6 +81,10 @@ class AutoencoderBase(L.LightningModule):
             latent_dim=self.latent_dim,
             code_dim=self.codes_per_latent * self.latent_dim,
         )
+        # PSNR of the deterministic reconstruction forward(x) against x, over a whole epoch
+        self.psnr = torch.nn.ModuleDict(
+            {stage: PeakSignalNoiseRatio(data_range=1.0) for stage in ("val", "test")}
+        )
         self.optimizer_factory = build(optimizer)
         self.scheduler_factory = build(scheduler) if scheduler is not None else None
 
@@ -108,6 +113,9 @@ class AutoencoderBase(L.LightningModule):
         loss = terms.pop("loss")
         self.log(f"{stage}/loss", loss, prog_bar=True, **options)
         self.log_dict({f"{stage}/{name}": value for name, value in terms.items()}, **options)
+        if stage in self.psnr:
+            self.psnr[stage].update(self(x).clamp(0, 1), x)
+            self.log(f"{stage}/psnr", self.psnr[stage], batch_size=x.shape[0])
         return loss
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from ae_lab.models.base import AutoencoderBase
@@ -14,9 +12,8 @@ class VAE(AutoencoderBase):
     """``loss = recon + beta_t * KL``, with ``beta_t`` warmed up linearly over ``warmup_steps``.
 
     ``recon`` is summed over the pixels (see :mod:`ae_lab.models.losses`), so ``beta = 1`` is the
-    true ELBO. ``beta_per_pixel=True`` multiplies ``beta`` by the number of input values: the
-    weighting of papers and code bases that average the reconstruction error over pixels
-    (``mse_loss(x_hat, x) + kld_weight * KL``), whose ``kld_weight`` can then be used as it is.
+    ELBO (up to the Gaussian's constant). Code that averages the error over pixels instead
+    (``mse_loss(x_hat, x) + kld_weight * KL``) corresponds to ``beta = kld_weight * C * H * W``.
 
     The encoder emits the posterior's mean and log-variance; ``encode`` returns the mean.
     Logged terms: ``recon`` (negative log-likelihood, up to a constant for the Gaussian), ``kl``,
@@ -26,16 +23,9 @@ class VAE(AutoencoderBase):
     codes_per_latent = 2
     LOGVAR_RANGE = (-30.0, 20.0)  # keeps exp(logvar) finite early in training
 
-    def __init__(
-        self,
-        *args,
-        beta: float = 1.0,
-        beta_per_pixel: bool = False,
-        warmup_steps: int = 0,
-        **kwargs,
-    ) -> None:
+    def __init__(self, *args, beta: float = 1.0, warmup_steps: int = 0, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.beta = float(beta) * (math.prod(self.input_shape) if beta_per_pixel else 1)
+        self.beta = float(beta)
         self.warmup_steps = int(warmup_steps)
 
     def posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,14 +1,20 @@
-"""A Hydra callback that gathers a multirun's results into one table beside its jobs."""
+"""Hydra callbacks: guard a finished run directory before Hydra writes into it, and gather a
+multirun's results into one table beside its jobs."""
 
 from __future__ import annotations
 
 import csv
 import json
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
+
+from ae_lab.errors import UserError
+from ae_lab.run_dir import refuse_to_overwrite
 
 
 def collect(sweep_dir: Path) -> list[dict[str, Any]]:
@@ -43,3 +49,17 @@ class SweepSummary(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         write_summary(Path(config.hydra.sweep.dir))
+
+
+class RunDirectoryGuard(Callback):
+    """Stops ``python train.py hydra.run.dir=DIR`` with a short error when ``DIR`` already holds
+    a run, before Hydra rewrites its ``.hydra/`` config files."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if "LOCAL_RANK" in os.environ:  # a DDP worker joining its rank-0 run: same directory
+            return
+        try:
+            refuse_to_overwrite(config.hydra.run.dir)
+        except UserError as error:
+            print(f"error: {error}", file=sys.stderr)
+            sys.exit(2)
