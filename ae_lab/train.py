@@ -18,6 +18,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from ae_lab.run_dir import refuse_to_overwrite
 
+log = logging.getLogger(__name__)
+
 
 def _instantiate_all(group: DictConfig | None) -> list[Any]:
     """Every ``_target_`` entry of a dict-of-configs group (callbacks, loggers)."""
@@ -94,4 +96,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
         (output_dir / "metrics.json").write_text(
             json.dumps(metrics, indent=2, sort_keys=True) + "\n"
         )
+        shown = ", ".join(
+            f"{key} {value:.4g}" for key, value in sorted(metrics.items())
+            if key.startswith("test/") and value is not None
+        )  # fmt: skip
+        log.info("run directory: %s (%s)", output_dir, shown)
     return metrics
