@@ -181,13 +181,6 @@ def encode_png(image: Array) -> bytes:
     return buffer.getvalue()
 
 
-def save_png(image: Array, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(encode_png(image))
-    return path
-
-
 def save_gif(frames: Sequence[Array], path: str | Path, frame_ms: int = 60) -> Path:
     """An endlessly looping animated GIF."""
     if len(frames) < 2:

@@ -104,13 +104,13 @@ class FigureCallback(L.Callback):
             (lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None
         )
         for key, value in rendered.items():
-            if isinstance(value, list):
+            animated = isinstance(value, list)
+            # a GIF is previewed by its forward pass's midpoint (a quarter into the ping-pong loop)
+            preview = value[len(value) // 4] if animated else value
+            png = viz.encode_png(preview)
+            if animated:
                 viz.save_gif(value, folder / f"{key}_{stamp}.gif")
-                preview = value[len(value) // 4]  # the forward pass's midpoint of a ping-pong loop
-                png = viz.encode_png(preview)
             else:
-                preview = value
-                png = viz.encode_png(value)
                 (folder / f"{key}_{stamp}.png").write_bytes(png)
             if tensorboard is not None:
                 log_png(tensorboard, f"{self.name}/{key}", png, preview.shape, trainer.global_step)
