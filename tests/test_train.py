@@ -137,6 +137,8 @@ def test_trivial_identity_reaches_the_identity_on_held_out_digits(compose, tmp_p
 def test_interpolation_grid_shrinks_to_a_small_validation_set(compose, tmp_path, mnist_root):
     """6 validation images hold 3 pairs: a 1x1 grid instead of the 4x4 asked for, not a crash."""
     overrides = [f"data.root={mnist_root}", "data.val_fraction=0.01", *TINY_RUN]
-    run(compose([*overrides, "callbacks.latent_interpolation.grid=4"]))
+    run(compose([*overrides, "callbacks.latent_interpolation.grid=4",
+                 "callbacks.latent_interpolation.frame_ms=120"]))  # fmt: skip
     with Image.open(tmp_path / "run/figures/latent_interpolation/grid_epoch000.gif") as gif:
         assert gif.size == (2 * 28, 2 * 28) and gif.n_frames > 1  # one cell, enlarged twice
+        assert gif.info["duration"] == 120  # the configured frame duration reaches the file

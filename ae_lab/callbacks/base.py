@@ -49,6 +49,7 @@ class FigureCallback(L.Callback):
     """
 
     name = "figure"
+    frame_ms = 60  # duration of a GIF frame
 
     def __init__(self, every_n_epochs: int = 1, num_examples: int = 8, seed: int = 0) -> None:
         super().__init__()
@@ -109,7 +110,7 @@ class FigureCallback(L.Callback):
             preview = value[len(value) // 4] if animated else value
             png = viz.encode_png(preview)
             if animated:
-                viz.save_gif(value, folder / f"{key}_{stamp}.gif")
+                viz.save_gif(value, folder / f"{key}_{stamp}.gif", frame_ms=self.frame_ms)
             else:
                 (folder / f"{key}_{stamp}.png").write_bytes(png)
             if tensorboard is not None:
