@@ -43,21 +43,16 @@ class FaceFolderDataModule(ImageArrayDataModule):
 
     def __init__(
         self,
-        root: str,
-        batch_size: int = 128,
-        val_fraction: float = 0.1,
-        seed: int = 0,
-        num_workers: int = 0,
-        binarize: bool = False,
-        *,
+        *args: Any,
         test_fraction: float = 0.1,
         crop: int | None = None,
         size: Any = 64,
         cache_dir: str = "data/cache",
         cache_workers: int | None = None,
         download: bool = False,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(root, batch_size, val_fraction, seed, num_workers, binarize)
+        super().__init__(*args, **kwargs)
         self.download = bool(download)
         self.test_fraction = float(test_fraction)
         self.preprocess = Preprocess.from_config(crop, size)
