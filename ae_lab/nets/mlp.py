@@ -8,21 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-ACTIVATIONS: dict[str, type[nn.Module]] = {
-    "relu": nn.ReLU,
-    "sigmoid": nn.Sigmoid,
-    "tanh": nn.Tanh,
-    "identity": nn.Identity,
-}
-
-
-def make_activation(name: str) -> nn.Module:
-    try:
-        return ACTIVATIONS[name]()
-    except KeyError:
-        raise ValueError(
-            f"unknown activation {name!r}; choose one of {sorted(ACTIVATIONS)}"
-        ) from None
+from ae_lab.nets.activations import get_activation
 
 
 class MLP(nn.Module):
@@ -37,12 +23,13 @@ class MLP(nn.Module):
         bias: bool = True,
     ) -> None:
         super().__init__()
-        widths = [in_features, *hidden_dims, out_features]
+        widths = [int(w) for w in (in_features, *hidden_dims, out_features)]
+        if min(widths) < 1:
+            raise ValueError(f"every layer needs a positive width, got {widths}")
         self.linears = nn.ModuleList(
             nn.Linear(a, b, bias=bias) for a, b in zip(widths[:-1], widths[1:], strict=True)
         )
-        self.activation = make_activation(activation)
-        self.activation_name = activation
+        self.activation = get_activation(activation)  # with its derivative (contractive penalty)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         *hidden, last = self.linears
@@ -54,7 +41,7 @@ class MLP(nn.Module):
     def is_linear(self) -> bool:
         """True when the whole map is one matrix: no activation between layers and no bias."""
         no_bias = all(layer.bias is None for layer in self.linears)
-        return no_bias and (len(self.linears) == 1 or self.activation_name == "identity")
+        return no_bias and (len(self.linears) == 1 or self.activation.name == "identity")
 
     def as_matrix(self) -> torch.Tensor:
         """The matrix ``W_L ... W_1`` of a linear MLP (``out x in``)."""

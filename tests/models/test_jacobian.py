@@ -4,6 +4,7 @@ from torch import nn
 
 from ae_lab.models.jacobian import jacobian_frobenius_sq
 from ae_lab.nets import conv_autoencoder, mlp_autoencoder
+from ae_lab.nets.activations import ACTIVATIONS
 
 
 def brute_force(encoder: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -17,7 +18,7 @@ def brute_force(encoder: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return torch.stack(norms).mean()
 
 
-@pytest.mark.parametrize("activation", ["relu", "sigmoid", "tanh", "identity"])
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
 @pytest.mark.parametrize("hidden", [[], [7], [9, 6]])
 def test_closed_form_equals_brute_force(activation, hidden):
     torch.manual_seed(0)
@@ -57,3 +58,14 @@ def test_penalty_trains_the_encoder_weights():
     encoder, _ = mlp_autoencoder((1, 3, 3), 2, 2, hidden_dims=[4])
     jacobian_frobenius_sq(encoder, torch.randn(5, 1, 3, 3)).backward()
     assert all(p.grad is not None for n, p in encoder.named_parameters() if "weight" in n)
+
+
+def test_generic_path_freezes_batch_norm_and_leaves_the_mode_alone():
+    """In training mode a conv encoder's per-example Jacobian uses the running statistics."""
+    torch.manual_seed(0)
+    encoder, _ = conv_autoencoder((1, 6, 5), 3, 3, channels=[2, 3])
+    encoder = encoder.double().train()
+    x = torch.randn(2, 1, 6, 5, dtype=torch.float64)
+    value = jacobian_frobenius_sq(encoder, x)
+    assert encoder.training and all(m.training for m in encoder.modules())
+    torch.testing.assert_close(value, brute_force(encoder.eval(), x))

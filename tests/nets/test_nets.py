@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from ae_lab.nets import MLP, conv_autoencoder, mlp_autoencoder
+from ae_lab.nets.activations import ACTIVATIONS
 from ae_lab.nets.conv import feature_sizes
 
 IMAGE_SIZES = [(3, 218, 178), (3, 64, 64), (3, 88, 88), (1, 28, 28), (3, 37, 23)]
@@ -66,3 +67,11 @@ def test_linear_mlp_is_one_matrix():
     torch.testing.assert_close(mlp(x), x @ mlp.as_matrix().T)
     with pytest.raises(ValueError, match="no bias and no activation"):
         MLP(6, [5], 4, activation="relu", bias=False).as_matrix()
+
+
+@pytest.mark.parametrize("name", sorted(ACTIVATIONS))
+def test_every_activation_carries_its_true_derivative(name):
+    activation = ACTIVATIONS[name]
+    pre = torch.linspace(-4, 4, 101, dtype=torch.float64).requires_grad_(True)
+    (slope,) = torch.autograd.grad(activation(pre).sum(), pre)
+    torch.testing.assert_close(activation.derivative(pre.detach()), slope)
