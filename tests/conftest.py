@@ -47,11 +47,12 @@ def real_mnist() -> Path:
     return root
 
 
-def compose_config(overrides: list[str], output_dir: Path) -> DictConfig:
+def compose_config(overrides: list[str], output_dir: Path, conf: Path = CONF) -> DictConfig:
     """The config ``python train.py <overrides>`` would run, with its run directory set to
-    ``output_dir`` (the ``hydra`` node is removed, as in a job's ``cfg``)."""
+    ``output_dir`` (the ``hydra`` node is removed, as in a job's ``cfg``); ``conf`` is the config
+    tree (the project's own unless a test makes another)."""
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
         cfg = hydra_compose("train", overrides=overrides, return_hydra_config=True)
     with open_dict(cfg):
         cfg.hydra.runtime.output_dir = str(output_dir)
@@ -85,8 +86,10 @@ def compose(tmp_path):
     """``compose(overrides) -> cfg`` whose run directory is ``tmp_path / "run"``."""
     made = []
 
-    def _compose(overrides: list[str], output_dir: Path | None = None) -> DictConfig:
-        cfg = compose_config(overrides, output_dir or tmp_path / "run")
+    def _compose(
+        overrides: list[str], output_dir: Path | None = None, conf: Path = CONF
+    ) -> DictConfig:
+        cfg = compose_config(overrides, output_dir or tmp_path / "run", conf)
         made.append(cfg)
         return cfg
 

@@ -1,5 +1,6 @@
-"""Tiny trainings through the real Hydra composition: every model on every MNIST-family dataset
-writes its checkpoint, metrics, figures and TensorBoard events."""
+"""Tiny trainings through the real Hydra composition: every model config (discovered in
+``conf/model/``) on every MNIST-family dataset writes its checkpoint, metrics, figures and
+TensorBoard events; the figures a run draws are the ones its parts call for."""
 
 import json
 import math
@@ -9,66 +10,95 @@ import pytest
 from PIL import Image
 
 from ae_lab.errors import UserError
+from ae_lab.models import Supports
 from ae_lab.train import run
-from tests.conftest import CONF, TINY_RUN
-
-DENSE = ["linear_ae", "ae", "sparse_ae", "contractive_ae", "denoising_ae", "vae"]
-
-#: Figures each model must draw, beyond reconstructions and the interpolation.
-EXPECTED = {
-    "linear_ae": ["weight_product/weight_product"],
-    "denoising_ae": ["denoising_panel/denoising"],
-    "vae": ["latent_space/manifold", "samples/samples"],
-    "cnn_vae": ["samples/samples"],
-}
+from tests.conftest import TINY_RUN
+from tests.helpers.configs import options
 
 
-def check_run_directory(run_dir: Path, model: str) -> dict:
-    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
-    assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    for key in ("val/loss", "test/loss", "val/psnr", "test/psnr"):
-        assert isinstance(metrics[key], float) and math.isfinite(metrics[key])
-    assert metrics["val/psnr"] > 0  # reconstructions in [0, 1] of images in [0, 1]
-    figures = run_dir / "figures"
-    expected = [
+def expected_figures(supports: Supports, latent_dim: int) -> list[str]:
+    """``<callback>/<figure>`` stems a model with these parts must draw."""
+    stems = [
         "reconstructions/reconstructions",
         "latent_space/scatter",
         "latent_interpolation/strip",
     ]
-    for stem in expected + EXPECTED.get(model, []):
-        (png,) = figures.glob(f"{stem}_epoch000.png")
-        with Image.open(png) as image:
+    if supports.prior:
+        stems += ["samples/samples", "kl_per_unit/kl_per_unit"]
+    if supports.corruption:
+        stems.append("denoising_panel/denoising")
+    if supports.linear_map:
+        stems.append("weight_product/weight_product")
+    if latent_dim == 2:
+        stems.append("latent_space/manifold")
+    return stems
+
+
+def check_run_directory(run_dir: Path, epoch: int = 0) -> dict:
+    """The run's files, and every figure its model's parts call for (and no others)."""
+    from ae_lab.models import Autoencoder
+
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert list((run_dir / "tensorboard").rglob("events.out.tfevents.*"))
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    for key in ("val/loss", "test/loss", "val/psnr", "test/psnr", "test/ssim"):
+        assert isinstance(metrics[key], float) and math.isfinite(metrics[key]), key
+    assert metrics["val/psnr"] > 0  # reconstructions in [0, 1] of images in [0, 1]
+    assert -1 <= metrics["test/ssim"] <= 1
+    model = Autoencoder.load_from_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+    if model.supports.prior:
+        assert metrics["test/nll"] <= -metrics["test/elbo"]
+        assert 0 <= metrics["test/active_units"] <= model.latent_dim
+    expected = expected_figures(model.supports, model.latent_dim)
+    drawn = sorted(
+        f"{png.parent.name}/{png.name.rsplit('_epoch', 1)[0]}"
+        for png in (run_dir / "figures").glob(f"*/*_epoch{epoch:03d}.png")
+    )
+    assert drawn == sorted(expected)
+    for stem in expected:
+        with Image.open(run_dir / "figures" / f"{stem}_epoch{epoch:03d}.png") as image:
             image.load()
             assert image.width > 10 and image.height > 10
     for gif in ("grid", "pair"):
-        with Image.open(figures / "latent_interpolation" / f"{gif}_epoch000.gif") as image:
-            assert image.n_frames > 1
+        with Image.open(run_dir / f"figures/latent_interpolation/{gif}_epoch{epoch:03d}.gif") as im:
+            assert im.n_frames > 1
     return metrics
 
 
-@pytest.mark.parametrize("model", DENSE)
+@pytest.mark.parametrize("model", options("model"))
 @pytest.mark.parametrize("data", ["mnist", "fashion_mnist"])
-def test_every_dense_model_trains_on_every_mnist_dataset(
+def test_every_model_trains_on_every_mnist_dataset(
     compose, tmp_path, mnist_root, fashion_root, model, data
 ):
     root = mnist_root if data == "mnist" else fashion_root
-    cfg = compose([f"model={model}", f"data={data}", f"data.root={root}", *TINY_RUN])
+    # batch norm (conv nets) needs a few batches of running statistics before figures vary
+    cfg = compose([f"model={model}", f"data={data}", f"data.root={root}", *TINY_RUN,
+                   "trainer.limit_train_batches=4", "++model.nll_samples=8"])  # fmt: skip
     metrics = run(cfg)
-    on_disk = check_run_directory(tmp_path / "run", model)
+    on_disk = check_run_directory(tmp_path / "run")
     assert on_disk == metrics
     if model == "linear_ae":
         assert metrics["val/identity_error"] >= 0 and "test/identity_error" in metrics
 
 
-@pytest.mark.parametrize("model", ["cnn_ae", "cnn_vae"])
-def test_conv_models_train_on_mnist(compose, tmp_path, mnist_root, model):
-    # batch norm needs a few batches of running statistics before eval-mode figures vary
-    cfg = compose(
-        [f"model={model}", f"data.root={mnist_root}", *TINY_RUN, "trainer.limit_train_batches=8"]
-    )
-    run(cfg)
-    check_run_directory(tmp_path / "run", model)
+@pytest.mark.parametrize(
+    "parts",
+    [
+        ["model=vae", "model/corruption=masking"],  # a denoising VAE
+        ["model=cnn_ae", "model/penalty=l1"],  # a sparse conv AE
+        ["model=vae", "model/penalty=l1"],  # a sparse VAE
+        ["model=cnn_vae", "model.beta=4"],  # a beta-VAE
+        ["model=cnn_vae", "model/corruption=salt_and_pepper", "model/penalty=contractive"],
+    ],
+    ids=lambda parts: " ".join(parts),
+)
+def test_parts_combine_and_draw_the_figures_they_call_for(compose, tmp_path, mnist_root, parts):
+    cfg = compose([*parts, f"data.root={mnist_root}", *TINY_RUN, "++model.nll_samples=8",
+                   "trainer.limit_train_batches=4", "model.latent_dim=8"])  # fmt: skip
+    metrics = run(cfg)
+    check_run_directory(tmp_path / "run")
+    if "model/penalty=l1" in parts:
+        assert 0 <= metrics["val/active"] <= 1
 
 
 def test_no_figures_with_callbacks_none(compose, tmp_path, mnist_root):
@@ -93,14 +123,6 @@ def test_resume_from_a_checkpoint_into_a_new_directory(compose, tmp_path, mnist_
     last = tmp_path / "first" / "checkpoints" / "last.ckpt"
     run(compose(["trainer.max_epochs=2", f"ckpt_path={last}", *common], tmp_path / "second"))
     assert (tmp_path / "second" / "checkpoints" / "best-epoch001.ckpt").is_file()
-
-
-@pytest.mark.parametrize("preset", sorted(p.stem for p in (CONF / "experiment").glob("*.yaml")))
-def test_every_experiment_preset_composes(compose, preset):
-    cfg = compose([f"experiment={preset}"])
-    assert cfg.task_name == preset
-    assert cfg.model._target_.startswith("ae_lab.models.")
-    assert cfg.data._target_.startswith("ae_lab.data.")
 
 
 def test_trainer_config_names_every_trainer_argument(compose):

@@ -1,6 +1,8 @@
 """What every figure callback shares: when to draw, how to draw safely, where the files go.
 
-A subclass implements ``render(trainer, pl_module) -> {key: image or frames}``: an ``H x W x 3``
+A subclass implements ``render(model, data) -> {key: image or frames}`` from the model's public API
+(:class:`~ae_lab.models.Autoencoder`) and the datamodule's (``sample_batch``, ``split_size``,
+``class_names``), so ``eval.py`` draws the same figures from a checkpoint: an ``H x W x 3``
 uint8 array becomes ``figures/<name>/<key>_epoch<NNN>.png``; a list of such arrays becomes an
 animated ``.gif`` beside it. Each is also logged to TensorBoard as the image ``<name>/<key>`` (for a
 GIF, the frame halfway along its forward pass).
@@ -53,28 +55,38 @@ class FigureCallback(L.Callback):
 
     def __init__(self, every_n_epochs: int = 1, num_examples: int = 8, seed: int = 0) -> None:
         super().__init__()
-        self.every_n_epochs = max(1, int(every_n_epochs))
+        for setting, value in (("every_n_epochs", every_n_epochs), ("num_examples", num_examples)):
+            if value < 1:
+                raise ValueError(f"callbacks.{self.name}.{setting} must be >= 1, got {value}")
+        self.every_n_epochs = int(every_n_epochs)
         self.num_examples = int(num_examples)
         self.seed = int(seed)
         self._told_skip = False
 
     # ---- to implement ------------------------------------------------------------------------
-    def applies_to(self, pl_module: L.LightningModule) -> bool:
-        """Whether this figure makes sense for the model (a heatmap of W2·W1 needs a linear AE)."""
+    def applies_to(self, model: L.LightningModule) -> bool:
+        """Whether this figure makes sense for the model, from what it declares it supports
+        (``model.supports``: a heatmap of W2·W1 needs a linear map)."""
         return True
 
-    def render(self, trainer: L.Trainer, pl_module: L.LightningModule) -> Rendered:
+    def render(self, model: L.LightningModule, data: L.LightningDataModule) -> Rendered:
+        """The figure(s), drawn from ``model`` (in eval mode, under ``no_grad``) and ``data``."""
         raise NotImplementedError
 
     # ---- helpers for subclasses ----------------------------------------------------------------
     def examples(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, n: int | None = None
+        self, model: L.LightningModule, data: L.LightningDataModule, n: int | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The fixed validation images (on the model's device) and their labels."""
-        images, labels = trainer.datamodule.sample_batch(
+        images, labels = data.sample_batch(
             self.num_examples if n is None else n, split="val", seed=self.seed
         )
-        return images.to(pl_module.device), labels
+        return images.to(model.device), labels
+
+    def draw(self, model: L.LightningModule, data: L.LightningDataModule) -> Rendered:
+        """:meth:`render` in eval mode under ``no_grad``, the model's mode restored after."""
+        with evaluating(model):
+            return self.render(model, data)
 
     # ---- Lightning -----------------------------------------------------------------------------
     def _due(self, trainer: L.Trainer) -> bool:
@@ -93,9 +105,7 @@ class FigureCallback(L.Callback):
                 )
                 self._told_skip = True
             return
-        with evaluating(pl_module):
-            rendered = self.render(trainer, pl_module)
-        self._write(trainer, rendered)
+        self._write(trainer, self.draw(pl_module, trainer.datamodule))
 
     def _write(self, trainer: L.Trainer, rendered: Rendered) -> None:
         folder = Path(trainer.default_root_dir) / "figures" / self.name

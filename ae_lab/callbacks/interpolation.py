@@ -7,7 +7,7 @@ import math
 import torch
 
 from ae_lab import viz
-from ae_lab.callbacks.base import FigureCallback, Rendered, decode_all, encode_all
+from ae_lab.callbacks.base import FigureCallback, Rendered, chunk_size
 
 
 class LatentInterpolation(FigureCallback):
@@ -33,18 +33,21 @@ class LatentInterpolation(FigureCallback):
         self.strip_columns = max(2, min(int(strip_columns), self.steps))
         self.frame_ms = int(frame_ms)
 
-    def render(self, trainer, pl_module) -> Rendered:
-        available = trainer.datamodule.split_size("val")
+    def render(self, model, data) -> Rendered:
+        available = data.split_size("val")
         grid = min(self.grid, math.isqrt(available // 2))  # a small validation set: a smaller grid
         if grid < 1:
             return {}
         pairs = grid * grid
-        images, _ = self.examples(trainer, pl_module, n=2 * pairs)
+        images, _ = self.examples(model, data, n=2 * pairs)
         start, end = images[:pairs], images[pairs:]
-        codes = viz.interpolation_codes(
-            encode_all(pl_module, start), encode_all(pl_module, end), self.steps
+        per_call = max(1, chunk_size(model) // self.steps)  # pairs decoded at once
+        paths = torch.cat(
+            [
+                model.interpolate(a, b, self.steps).cpu()
+                for a, b in zip(start.split(per_call), end.split(per_call), strict=True)
+            ]
         )
-        paths = decode_all(pl_module, codes.flatten(0, 1)).unflatten(0, codes.shape[:2]).cpu()
         height = images.shape[-2]
         columns = torch.linspace(0, self.steps - 1, self.strip_columns).round().long()
         strip = torch.cat([start.cpu().unsqueeze(1), paths[:, columns], end.cpu().unsqueeze(1)], 1)

@@ -27,21 +27,19 @@ class LatentSpace(FigureCallback):
         self.num_points = int(num_points)
         self.manifold_size = int(manifold_size)
 
-    def render(self, trainer, pl_module) -> Rendered:
-        images, labels = self.examples(trainer, pl_module, n=self.num_points)
-        codes = encode_all(pl_module, images).float().cpu()
+    def render(self, model, data) -> Rendered:
+        images, labels = self.examples(model, data, n=self.num_points)
+        codes = encode_all(model, images).float().cpu()
         projected, title, axis_names = viz.principal_axes(codes.numpy())
-        class_names = getattr(trainer.datamodule, "class_names", ())
+        class_names = data.class_names
         scatter = viz.latent_scatter(projected, labels.numpy(), class_names, title, axis_names)
         rendered: Rendered = {"scatter": scatter}
         if codes.shape[1] == 2:
-            if callable(getattr(pl_module, "sample", None)):
+            if model.supports.prior:
                 edge = float(torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor(0.95)))
                 low, high = [-edge, -edge], [edge, edge]
             else:
                 low, high = np.percentile(codes.numpy(), [1, 99], axis=0).tolist()
-            grid = viz.manifold_codes(self.manifold_size, low, high).to(pl_module.device)
-            rendered["manifold"] = viz.image_grid(
-                decode_all(pl_module, grid), nrow=self.manifold_size
-            )
+            grid = viz.manifold_codes(self.manifold_size, low, high).to(model.device)
+            rendered["manifold"] = viz.image_grid(decode_all(model, grid), nrow=self.manifold_size)
         return rendered

@@ -11,7 +11,7 @@ from ae_lab.callbacks.base import FigureCallback, Rendered
 class Reconstructions(FigureCallback):
     name = "reconstructions"
 
-    def render(self, trainer, pl_module) -> Rendered:
-        images, _ = self.examples(trainer, pl_module)
-        both = torch.cat([images, pl_module(images)])
+    def render(self, model, data) -> Rendered:
+        images, _ = self.examples(model, data)
+        both = torch.cat([images, model.reconstruct(images)])
         return {"reconstructions": viz.image_grid(both, nrow=len(images))}

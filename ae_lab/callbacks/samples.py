@@ -13,10 +13,10 @@ from ae_lab.callbacks.base import FigureCallback, Rendered
 class PriorSamples(FigureCallback):
     name = "samples"
 
-    def applies_to(self, pl_module) -> bool:
-        return callable(getattr(pl_module, "sample", None))
+    def applies_to(self, model) -> bool:
+        return model.supports.prior
 
-    def render(self, trainer, pl_module) -> Rendered:
+    def render(self, model, data) -> Rendered:
         generator = torch.Generator().manual_seed(self.seed)
-        samples = pl_module.sample(self.num_examples, generator=generator)
+        samples = model.sample(self.num_examples, generator=generator)
         return {"samples": viz.image_grid(samples, nrow=math.ceil(math.sqrt(self.num_examples)))}

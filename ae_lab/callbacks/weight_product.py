@@ -39,31 +39,34 @@ class WeightProduct(FigureCallback):
 
     name = "weight_product"
 
-    def applies_to(self, pl_module) -> bool:
-        return callable(getattr(pl_module, "weight_product", None))
+    def applies_to(self, model) -> bool:
+        return model.supports.linear_map
 
-    def _log_metrics(self, trainer, pl_module, split: str) -> dict[str, float]:
-        images, _ = trainer.datamodule.sample_batch(None, split=split)
-        with evaluating(pl_module):
-            metrics = identity_metrics(pl_module.weight_product(), images.to(pl_module.device))
-        for key, value in metrics.items():
-            pl_module.log(f"{split}/{key}", value)
-        return metrics
+    @staticmethod
+    def metrics(model, data, split: str) -> dict[str, float]:
+        images, _ = data.sample_batch(None, split=split)
+        with evaluating(model):
+            return identity_metrics(model.weight_product(), images.to(model.device))
+
+    def _log_metrics(self, trainer, pl_module, split: str) -> None:
+        for key, value in self.metrics(pl_module, trainer.datamodule, split).items():
+            pl_module.log(f"{split}/{key}", value)  # every rank logs the same
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         if not trainer.sanity_checking and self.applies_to(pl_module):
-            self.latest = self._log_metrics(trainer, pl_module, "val")  # every rank logs the same
+            self._log_metrics(trainer, pl_module, "val")
         super().on_validation_epoch_end(trainer, pl_module)
 
     def on_test_epoch_end(self, trainer, pl_module) -> None:
         if self.applies_to(pl_module):
             self._log_metrics(trainer, pl_module, "test")
 
-    def render(self, trainer, pl_module) -> Rendered:
-        product = pl_module.weight_product().float().cpu().numpy()
+    def render(self, model, data) -> Rendered:
+        metrics = self.metrics(model, data, "val")
+        product = model.weight_product().float().cpu().numpy()
         title = (
-            f"epoch {trainer.current_epoch}: identity error {self.latest['identity_error']:.4f}, "
-            f"mean diagonal {self.latest['diag_mean']:.3f}, "
-            f"mean |off-diagonal| {self.latest['offdiag_abs_mean']:.2e}"
+            f"identity error {metrics['identity_error']:.4f}, "
+            f"mean diagonal {metrics['diag_mean']:.3f}, "
+            f"mean |off-diagonal| {metrics['offdiag_abs_mean']:.2e}"
         )
         return {"weight_product": viz.weight_product_figure(product, title)}

@@ -12,12 +12,15 @@ from __future__ import annotations
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.accelerators import CUDAAccelerator
 from torch.utils.data import DataLoader
 
 from ae_lab.data.arrays import IndexedImages, keep_batch
 
+BINARIZE = {False: None, None: None, True: "threshold", "threshold": "threshold",
+            "stochastic": "stochastic"}  # fmt: skip
 Split = tuple[Any, torch.Tensor | None]  # (uint8 images (N, C, H, W), int64 labels or None)
 SPLITS = ("train", "val", "test")
 
@@ -31,7 +34,9 @@ class ImageArrayDataModule(L.LightningDataModule):
     seed: seeds the split, so it is the same on every run and every DDP rank (``None``, as in a
         ``seed=null`` run, splits as 0 does: val and test stay comparable across runs).
     num_workers: DataLoader workers; 0 is right for in-memory arrays.
-    binarize: threshold pixels at 0.5 (for a Bernoulli likelihood on MNIST).
+    binarize: pixels to {0, 1} for a Bernoulli likelihood: ``false``; ``threshold`` (or ``true``):
+        at 0.5; ``stochastic``: each pixel drawn once from Bernoulli(intensity) with a fixed seed,
+        as the literature's binarised MNIST (Larochelle's) was made.
     """
 
     class_names: tuple[str, ...] = ()
@@ -43,7 +48,7 @@ class ImageArrayDataModule(L.LightningDataModule):
         val_fraction: float = 0.1,
         seed: int = 0,
         num_workers: int = 0,
-        binarize: bool = False,
+        binarize: bool | str = False,
     ) -> None:
         super().__init__()
         self.root = str(root)
@@ -51,7 +56,11 @@ class ImageArrayDataModule(L.LightningDataModule):
         self.val_fraction = float(val_fraction)
         self.seed = int(seed) if seed is not None else 0
         self.num_workers = int(num_workers)
-        self.binarize = bool(binarize)
+        self.binarize = BINARIZE.get(binarize, binarize)
+        if self.binarize not in BINARIZE.values():
+            raise ValueError(
+                f"data.binarize must be false, threshold (or true) or stochastic, got {binarize!r}"
+            )
         self.splits: dict[str, IndexedImages] | None = None
 
     # ---- to implement ------------------------------------------------------------------------
@@ -64,6 +73,12 @@ class ImageArrayDataModule(L.LightningDataModule):
         if self.splits is not None:
             return
         loaded = self.load_splits()
+        if self.binarize == "stochastic":
+            # one fixed draw per split, whatever the run's seed: test numbers compare across runs
+            loaded = {
+                name: (stochastic_binarize(images, seed=SPLITS.index(name)), labels)
+                for name, (images, labels) in loaded.items()
+            }
         self.splits = {name: IndexedImages(*loaded[name]) for name in SPLITS}
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
@@ -98,7 +113,7 @@ class ImageArrayDataModule(L.LightningDataModule):
     def to_float(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 ``(B, C, H, W)`` to float32 in ``[0, 1]`` (or ``{0, 1}`` when binarising)."""
         if self.binarize:
-            return (images >= 128).float()
+            return (images >= 128).float()  # stochastic: already 0 or 255
         return images.float().div_(255)
 
     @property
@@ -124,3 +139,16 @@ class ImageArrayDataModule(L.LightningDataModule):
         order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
         images, labels = data.__getitems__(order[:count].tolist())
         return self.to_float(images), labels
+
+
+def stochastic_binarize(images: Any, seed: int, chunk: int = 8192) -> torch.Tensor:
+    """uint8 images with each pixel set to 255 with probability ``intensity / 255``, else 0: one
+    fixed draw, seeded (a binarised dataset, not noise that changes every epoch)."""
+    images = torch.as_tensor(np.asarray(images))
+    generator = torch.Generator().manual_seed(seed)
+    out = torch.empty_like(images)
+    for start in range(0, len(images), chunk):
+        part = images[start : start + chunk]
+        draw = torch.rand(part.shape, generator=generator) * 255
+        out[start : start + chunk] = (draw < part).to(torch.uint8) * 255
+    return out

@@ -1,21 +1,20 @@
-"""LightningModules: one shared base, variants that differ only in their objective."""
+"""The one LightningModule, :class:`Autoencoder`, assembled from parts: a net, a bottleneck, an
+optional corruption and an optional code penalty."""
 
-from ae_lab.models.autoencoder import (
-    Autoencoder,
-    ContractiveAutoencoder,
-    DenoisingAutoencoder,
-    LinearAutoencoder,
-    SparseAutoencoder,
-)
-from ae_lab.models.base import AutoencoderBase
-from ae_lab.models.vae import VAE
+from ae_lab.models.autoencoder import Autoencoder, Supports
+from ae_lab.models.bottleneck import Deterministic, Gaussian
+from ae_lab.models.corruption import GaussianNoise, MaskingNoise, SaltAndPepper
+from ae_lab.models.penalty import ContractivePenalty, L1Penalty, Penalty
 
 __all__ = [
-    "VAE",
     "Autoencoder",
-    "AutoencoderBase",
-    "ContractiveAutoencoder",
-    "DenoisingAutoencoder",
-    "LinearAutoencoder",
-    "SparseAutoencoder",
+    "ContractivePenalty",
+    "Deterministic",
+    "Gaussian",
+    "GaussianNoise",
+    "L1Penalty",
+    "MaskingNoise",
+    "Penalty",
+    "SaltAndPepper",
+    "Supports",
 ]

@@ -1,99 +1,302 @@
-"""Deterministic autoencoders. Each variant changes one thing of :class:`Autoencoder`'s objective:
-the input it sees (``corrupt``) or the penalty added to the reconstruction (``penalty``)."""
+"""The one LightningModule: an autoencoder assembled from parts.
+
+* a **net**: a factory ``(input_shape, latent_dim, code_dim) -> (encoder, decoder)``, dense or conv;
+* a **bottleneck**: ``deterministic``, or ``gaussian`` (a VAE: posterior ``q(z|x)``, prior
+  ``N(0, I)``, the KL weighted by ``beta`` with a linear warm-up);
+* an optional input **corruption** (masking, Gaussian, salt-and-pepper): the model reconstructs
+  the clean image from the corrupted one (a denoising model);
+* an optional code **penalty** (L1, contractive), added as ``penalty.weight * value``.
+
+So a denoising VAE is ``model=vae model/corruption=masking`` and a sparse conv AE
+``model=cnn_ae model/penalty=l1``: no class per combination. The model declares what it supports
+(:class:`Supports`), and the figures and the evaluation read it through a small public API:
+``encode``, ``decode``, ``reconstruct`` (= ``forward``), ``interpolate``, ``sample`` (with a
+prior), ``corrupt`` (with a corruption), ``weight_product`` (a linear map).
+
+The objective, per image (summed over pixels and latent units, mean over the batch)::
+
+    loss = recon(decode(z), x) + beta_t * KL(q(z|x) || p(z)) + penalty.weight * penalty(z)
+
+with ``z`` drawn from the bottleneck given the (possibly corrupted) input. ``recon`` is the
+negative log-likelihood without the Gaussian's constant (see :mod:`ae_lab.models.losses`); so
+``beta = 1`` is the ELBO. Code that averages the error over pixels instead
+(``mse_loss(x_hat, x) + kld_weight * KL``, as PyTorch-VAE) corresponds to
+``beta = kld_weight * C * H * W``.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
+import lightning as L
 import torch
+from hydra.utils import instantiate
+from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
-from ae_lab.models.base import AutoencoderBase, Spec, build
-from ae_lab.models.jacobian import jacobian_frobenius_sq
-from ae_lab.models.losses import l1_penalty, reconstruction_loss
+from ae_lab.models.bottleneck import make_bottleneck
+from ae_lab.models.evaluation import ActiveUnits, importance_sampled_log_likelihood
+from ae_lab.models.losses import (
+    LIKELIHOODS,
+    likelihood_constant,
+    reconstruction_error_per_example,
+)
+from ae_lab.nets.mlp import MLPDecoder, MLPEncoder
+
+#: A part of the model given either as a plain config (``{"_target_": ..., ...}``, kept in the
+#: checkpoint's hyperparameters, so ``load_from_checkpoint`` rebuilds it with ``weights_only``
+#: loading) or directly as a Python object (a factory, a callable).
+Spec = Mapping[str, Any] | Callable[..., Any]
+RUN_LENGTH_ARGUMENTS = ("total_steps", "T_max")
+OUTPUT_ACTIVATIONS = {"sigmoid": torch.sigmoid, "identity": lambda t: t}
+EVAL_STAGES = ("val", "test")
 
 
-class Autoencoder(AutoencoderBase):
-    """``loss = recon(decode(encode(corrupt(x))), x) + penalty_weight * penalty``."""
-
-    def __init__(self, *args, penalty_weight: float = 0.0, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.penalty_weight = float(penalty_weight)
-
-    def corrupt(self, x: torch.Tensor) -> torch.Tensor:
-        """The input the encoder sees during the objective; the clean ``x`` by default."""
-        return x
-
-    def penalty(self, x_in: torch.Tensor, z: torch.Tensor) -> torch.Tensor | None:
-        """A regulariser on the code (or the encoder at ``x_in``); none by default."""
+def build(spec: Spec | None) -> Any:
+    """The object a spec describes: ``instantiate`` for a config, the object itself otherwise."""
+    if spec is None:
         return None
-
-    def diagnostics(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Quantities logged beside the loss terms (not optimised); none by default."""
-        return {}
-
-    def objective(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        x_in = self.corrupt(x)
-        z = self.encoder(x_in)
-        recon = reconstruction_loss(self.decoder(z), x, self.likelihood, self.output_activation)
-        terms = {"loss": recon, "recon": recon}
-        penalty = self.penalty(x_in, z)
-        if penalty is not None:
-            terms["penalty"] = penalty
-            terms["loss"] = recon + self.penalty_weight * penalty
-        return {**terms, **self.diagnostics(z)}
+    return instantiate(spec, _convert_="all") if isinstance(spec, Mapping) else spec
 
 
-class LinearAutoencoder(Autoencoder):
-    """No bias, no activation: the whole model is the matrix ``W_dec W_enc``.
+@dataclass(frozen=True)
+class Supports:
+    """What a model can do beyond encode/decode; figures and evaluation follow these flags."""
 
-    With a code as wide as the input, the optimum is the identity on the data's span.
+    prior: bool  # a Gaussian bottleneck: sample(), KL, importance-sampled likelihood
+    corruption: bool  # trained on corrupted inputs: corrupt(), the denoising panel
+    linear_map: bool  # the whole model is one matrix: weight_product(), the W2·W1 heatmap
+
+
+class Autoencoder(L.LightningModule):
+    """Args:
+    input_shape: ``(C, H, W)`` of one image; passed in by ``ae_lab.train`` from the data.
+    net: spec of a factory ``(input_shape, latent_dim, code_dim) -> (encoder, decoder)``; the
+        decoder emits logits shaped like the input.
+    optimizer: spec of a factory ``params -> torch.optim.Optimizer`` (a Hydra ``_partial_``).
+    latent_dim: size of the code; ``None``: as wide as the input (the trivial solution).
+    bottleneck: ``deterministic`` or ``gaussian``.
+    beta, warmup_steps: the KL weight and its linear warm-up in steps (Gaussian only).
+    corruption: optional spec of a callable ``x -> corrupted x``.
+    penalty: optional spec of a :class:`~ae_lab.models.penalty.Penalty`.
+    scheduler: optional spec of a factory ``optimizer -> LRScheduler``, stepped every batch;
+        ``total_steps`` (``OneCycleLR``) or ``T_max`` (``CosineAnnealingLR``) left unset is filled
+        in with the run's length in steps.
+    likelihood: ``gaussian`` (summed squared error) or ``bernoulli`` (binary cross-entropy).
+    output_activation: ``sigmoid`` (images in [0, 1]) or ``identity`` (a linear model).
+    nll_samples: importance samples per test image for ``test/nll`` (models with a prior).
     """
 
-    def __init__(self, *args, output_activation: str = "identity", **kwargs) -> None:
-        super().__init__(*args, output_activation=output_activation, **kwargs)
-        for net in (self.encoder, self.decoder):
-            if not net.mlp.is_linear:
-                raise ValueError("linear_ae needs an MLP net with bias=false and no activation")
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        net: Spec,
+        optimizer: Spec,
+        latent_dim: int | None = None,
+        bottleneck: str = "deterministic",
+        beta: float | None = None,
+        warmup_steps: int = 0,
+        corruption: Spec | None = None,
+        penalty: Spec | None = None,
+        scheduler: Spec | None = None,
+        likelihood: str = "gaussian",
+        output_activation: str = "sigmoid",
+        nll_samples: int = 200,
+    ) -> None:
+        super().__init__()
+        # The logger gets the whole Hydra config from ae_lab.train instead.
+        self.save_hyperparameters(logger=False)
+        if likelihood not in LIKELIHOODS:
+            raise ValueError(f"model.likelihood must be one of {LIKELIHOODS}, got {likelihood!r}")
+        if output_activation not in OUTPUT_ACTIVATIONS:
+            raise ValueError(
+                f"model.output_activation must be one of {sorted(OUTPUT_ACTIVATIONS)}, "
+                f"got {output_activation!r}"
+            )
+        if likelihood == "bernoulli" and output_activation != "sigmoid":
+            raise ValueError("a bernoulli likelihood needs model.output_activation=sigmoid")
+        if latent_dim is not None and latent_dim < 1:
+            raise ValueError(f"model.latent_dim must be >= 1 (or null: as wide as the input), "
+                             f"got {latent_dim}")  # fmt: skip
+        if nll_samples < 1:
+            raise ValueError(f"model.nll_samples must be >= 1, got {nll_samples}")
+        self.input_shape = tuple(int(s) for s in input_shape)
+        self.latent_dim = int(latent_dim) if latent_dim is not None else math.prod(self.input_shape)
+        self.likelihood = likelihood
+        self.output_activation = OUTPUT_ACTIVATIONS[output_activation]
+        self.nll_samples = int(nll_samples)
+        self.bottleneck = make_bottleneck(bottleneck, beta, warmup_steps)
+        self.corruption = build(corruption)
+        self.penalty = build(penalty)
+        self.encoder, self.decoder = build(net)(
+            input_shape=self.input_shape,
+            latent_dim=self.latent_dim,
+            code_dim=self.bottleneck.code_dim(self.latent_dim),
+        )
+        self.supports = Supports(
+            prior=self.bottleneck.has_prior,
+            corruption=self.corruption is not None,
+            linear_map=self._is_linear(),
+        )
+        self.optimizer_factory = build(optimizer)
+        self.scheduler_factory = build(scheduler)
+        # Image quality of the deterministic reconstruction forward(x) against x, over an epoch.
+        metrics: dict[str, torch.nn.Module] = {}
+        kernel = min(11, (min(self.input_shape[1:]) - 1) | 1)  # SSIM's window fits the image
+        for stage in EVAL_STAGES:
+            metrics[f"{stage}_psnr"] = PeakSignalNoiseRatio(data_range=1.0)
+            metrics[f"{stage}_ssim"] = StructuralSimilarityIndexMeasure(
+                data_range=1.0, kernel_size=kernel
+            )
+        if self.supports.prior:
+            metrics["test_active_units"] = ActiveUnits(self.latent_dim)
+        self.metrics = torch.nn.ModuleDict(metrics)
+
+    def _is_linear(self) -> bool:
+        return (
+            isinstance(self.encoder, MLPEncoder)
+            and isinstance(self.decoder, MLPDecoder)
+            and self.encoder.mlp.is_linear
+            and self.decoder.mlp.is_linear
+            and not self.bottleneck.has_prior
+            and self.hparams.output_activation == "identity"
+        )
+
+    # ---- public API ----------------------------------------------------------------------------
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Images ``(B, C, H, W)`` in [0, 1] to codes ``(B, latent_dim)`` (a VAE: the posterior
+        mean)."""
+        return self.bottleneck.code(self.encoder(x))
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Codes ``(B, latent_dim)`` to images ``(B, C, H, W)``."""
+        return self.output_activation(self.decoder(z))
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """The deterministic reconstruction ``decode(encode(x))``."""
+        return self.decode(self.encode(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.reconstruct(x)
+
+    def interpolate(self, start: torch.Tensor, end: torch.Tensor, steps: int) -> torch.Tensor:
+        """Images decoded along the straight line from each ``start`` image's code to its ``end``
+        image's code: ``(pairs, steps, C, H, W)``."""
+        a, b = self.encode(start), self.encode(end)
+        t = torch.linspace(0, 1, steps, device=a.device, dtype=a.dtype).view(1, steps, 1)
+        codes = (1 - t) * a.unsqueeze(1) + t * b.unsqueeze(1)
+        return self.decode(codes.flatten(0, 1)).unflatten(0, codes.shape[:2])
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``n`` images decoded from codes drawn from the prior (models with a prior only)."""
+        self._require("prior", "sample()")
+        z = self.bottleneck.prior_sample(n, self.latent_dim, generator)
+        return self.decode(z.to(device=self.device, dtype=self.dtype))
+
+    def corrupt(self, x: torch.Tensor) -> torch.Tensor:
+        """The input corruption the model learns to undo (models with a corruption only)."""
+        self._require("corruption", "corrupt()")
+        return self.corruption(x)
 
     def weight_product(self) -> torch.Tensor:
-        """``W_dec @ W_enc``, a ``(pixels, pixels)`` matrix: the map from input to reconstruction."""
+        """``W_dec @ W_enc``, a ``(pixels, pixels)`` matrix (linear models only)."""
+        self._require("linear_map", "weight_product()")
         return self.decoder.mlp.as_matrix() @ self.encoder.mlp.as_matrix()
 
+    def kl_per_unit(self, x: torch.Tensor) -> torch.Tensor:
+        """Mean over ``x`` of ``KL(q(z_u|x) || p(z_u))`` per latent unit (models with a prior)."""
+        self._require("prior", "kl_per_unit()")
+        return self.bottleneck.kl_per_unit(*self.bottleneck.posterior(self.encoder(x))).mean(0)
 
-class SparseAutoencoder(Autoencoder):
-    """Adds ``penalty_weight * ||z||_1``: most code units are pushed to (nearly) zero.
+    def _require(self, capability: str, what: str) -> None:
+        if not getattr(self.supports, capability):
+            raise TypeError(f"{what} needs a model with {capability.replace('_', ' ')}")
 
-    Also logs ``active``: the fraction of code entries with ``|z| > active_threshold``.
-    """
+    # ---- the objective -------------------------------------------------------------------------
+    def objective(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Named loss terms for a batch (per image, mean over the batch); ``loss`` is minimised."""
+        x_in = self.corruption(x) if self.corruption is not None else x
+        h = self.encoder(x_in)
+        z = self.bottleneck.sample(h)
+        recon = reconstruction_error_per_example(
+            self.decoder(z), x, self.likelihood, self.output_activation
+        ).mean()
+        terms = {"recon": recon}
+        loss = recon
+        if self.supports.prior:
+            kl = self.bottleneck.kl(h).mean()
+            beta = self.bottleneck.beta_at(self.global_step)
+            constant = likelihood_constant(self.likelihood, x[0].numel())
+            loss = loss + beta * kl
+            terms.update(kl=kl, elbo=-(recon + constant + kl), beta=beta)
+        if self.penalty is not None:
+            code = self.bottleneck.code(h)
+            penalty = self.penalty.value(self.encoder, x_in, code, self._code_outputs())
+            loss = loss + self.penalty.weight * penalty
+            terms.update(penalty=penalty, **self.penalty.diagnostics(code))
+        return {"loss": loss, **terms}
 
-    def __init__(self, *args, active_threshold: float = 0.01, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.active_threshold = float(active_threshold)
+    def _code_outputs(self) -> slice:
+        """The encoder outputs that form the code (a Gaussian's mean: the first half)."""
+        return slice(0, self.latent_dim)
 
-    def penalty(self, x_in: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        return l1_penalty(z)
+    # ---- Lightning -----------------------------------------------------------------------------
+    def _step(self, batch: Any, stage: str) -> torch.Tensor:
+        x = batch[0]
+        terms = self.objective(x)
+        if stage == "test" and self.supports.prior:
+            terms.update(self._likelihood_terms(x))
+        options = {"batch_size": x.shape[0], "sync_dist": stage != "train"}
+        loss = terms.pop("loss")
+        self.log(f"{stage}/loss", loss, prog_bar=True, **options)
+        self.log_dict({f"{stage}/{name}": value for name, value in terms.items()}, **options)
+        if stage in EVAL_STAGES:
+            self._log_image_quality(x, stage)
+        return loss
 
-    def diagnostics(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"active": (z.detach().abs() > self.active_threshold).float().mean()}
+    def _likelihood_terms(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``nll`` (importance-sampled ``-log p(x)``) and ``elbo`` from the same samples, so
+        ``nll <= -elbo`` image by image (Jensen); and the active units' update."""
+        log_px, elbo = importance_sampled_log_likelihood(self, x, self.nll_samples)
+        active = self.metrics["test_active_units"]
+        active.update(self.encode(x))
+        self.log("test/active_units", active, batch_size=x.shape[0])
+        return {"nll": -log_px.mean(), "elbo": elbo.mean()}
 
+    def _log_image_quality(self, x: torch.Tensor, stage: str) -> None:
+        reconstruction = self.reconstruct(x).clamp(0, 1)
+        for name in ("psnr", "ssim"):
+            metric = self.metrics[f"{stage}_{name}"]
+            metric.update(reconstruction, x)
+            self.log(f"{stage}/{name}", metric, batch_size=x.shape[0])
 
-class ContractiveAutoencoder(Autoencoder):
-    """Adds ``penalty_weight * ||dz/dx||_F^2``: the code is made insensitive to small changes of x."""
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")
 
-    def penalty(self, x_in: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        return jacobian_frobenius_sq(self.encoder, x_in)
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._step(batch, "val")
 
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._step(batch, "test")
 
-class DenoisingAutoencoder(Autoencoder):
-    """Reconstructs the clean ``x`` from ``corruption(x)``.
-
-    The corruption is part of the objective (train, validation and test losses measure denoising);
-    ``encode``/``decode``/``forward`` never corrupt.
-    """
-
-    def __init__(self, *args, corruption: Spec, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.corruption: Callable[[torch.Tensor], torch.Tensor] = build(corruption)
-
-    def corrupt(self, x: torch.Tensor) -> torch.Tensor:
-        return self.corruption(x)
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        # A schedule that needs the run's length (OneCycleLR's total_steps, CosineAnnealingLR's
+        # T_max) and was not given one gets it from the trainer, in optimizer steps.
+        given = getattr(self.scheduler_factory, "keywords", {})
+        takes = inspect.signature(self.scheduler_factory).parameters
+        kwargs = {
+            name: int(self.trainer.estimated_stepping_batches)
+            for name in RUN_LENGTH_ARGUMENTS
+            if name in takes and given.get(name) is None
+        }
+        scheduler = self.scheduler_factory(optimizer=optimizer, **kwargs)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }

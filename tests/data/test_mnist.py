@@ -105,3 +105,18 @@ def test_real_mnist_when_present(real_mnist):
     assert [dm.split_size(s) for s in ("train", "val", "test")] == [7200, 800, 2000]
     x, y = dm.sample_batch(100)
     assert 0.1 < x.mean() < 0.2 and set(y.tolist()) == set(range(10))
+
+
+def test_stochastic_binarization_is_one_fixed_draw_of_the_intensities(mnist_root):
+    import torch
+
+    first = MNISTDataModule(str(mnist_root), binarize="stochastic", seed=3)
+    again = MNISTDataModule(str(mnist_root), binarize="stochastic", seed=3)
+    grey = MNISTDataModule(str(mnist_root))
+    x, _ = first.sample_batch(None, split="test")
+    assert set(x.unique().tolist()) <= {0.0, 1.0}
+    torch.testing.assert_close(x, again.sample_batch(None, split="test")[0])
+    intensity = grey.sample_batch(None, split="test")[0]
+    assert ((x == 1) <= (intensity > 0)).all()  # black pixels stay black
+    bright, mid = intensity > 0.95, (intensity > 0.3) & (intensity < 0.7)
+    assert x[bright].mean() > 0.95 and 0.3 < x[mid].mean() < 0.7  # drawn with those odds

@@ -1,0 +1,65 @@
+"""Penalties on the code, added to any model's loss as ``weight * value``.
+
+A penalty is called with the encoder, the input the encoder saw and the code it produced, and
+returns its value (per image, mean over the batch) and any diagnostics worth logging beside it.
+``code_outputs`` says which of the encoder's outputs form the code (all of them for a
+deterministic bottleneck, the posterior mean of a Gaussian one).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ae_lab.models.jacobian import jacobian_frobenius_sq
+from ae_lab.models.losses import l1_penalty
+
+
+class Penalty:
+    name = "penalty"
+
+    def __init__(self, weight: float) -> None:
+        if not weight >= 0:
+            raise ValueError(f"model.penalty.weight must be >= 0, got {weight}")
+        self.weight = float(weight)
+
+    def value(
+        self, encoder: nn.Module, x_in: torch.Tensor, code: torch.Tensor, code_outputs: slice
+    ) -> torch.Tensor:
+        raise NotImplementedError
+
+    def diagnostics(self, code: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Quantities logged beside the penalty (not optimised); none by default."""
+        return {}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(weight={self.weight})"
+
+
+class L1Penalty(Penalty):
+    """Sparsity: ``||z||_1``. Logs ``active``, the share of code entries with ``|z| > threshold``."""
+
+    name = "l1"
+
+    def __init__(self, weight: float = 0.05, active_threshold: float = 0.01) -> None:
+        super().__init__(weight)
+        self.active_threshold = float(active_threshold)
+
+    def value(self, encoder, x_in, code, code_outputs) -> torch.Tensor:
+        return l1_penalty(code)
+
+    def diagnostics(self, code: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"active": (code.detach().abs() > self.active_threshold).float().mean()}
+
+
+class ContractivePenalty(Penalty):
+    """``||dz/dx||_F^2``, the encoder Jacobian's squared Frobenius norm, computed exactly: the code
+    is made insensitive to small changes of the input."""
+
+    name = "contractive"
+
+    def __init__(self, weight: float = 0.01) -> None:
+        super().__init__(weight)
+
+    def value(self, encoder, x_in, code, code_outputs) -> torch.Tensor:
+        return jacobian_frobenius_sq(encoder, x_in, code_outputs)
