@@ -52,6 +52,9 @@ class FigureCallback(L.Callback):
 
     name = "figure"
     frame_ms = 60  # duration of a GIF frame
+    #: what the model must support to draw this figure: a field of ``model.supports``
+    #: (``prior``, ``corruption``, ``linear_map``), or None for every model
+    needs: str | None = None
 
     def __init__(self, every_n_epochs: int = 1, num_examples: int = 8, seed: int = 0) -> None:
         super().__init__()
@@ -67,7 +70,7 @@ class FigureCallback(L.Callback):
     def applies_to(self, model: L.LightningModule) -> bool:
         """Whether this figure makes sense for the model, from what it declares it supports
         (``model.supports``: a heatmap of W2·W1 needs a linear map)."""
-        return True
+        return self.needs is None or bool(getattr(model.supports, self.needs))
 
     def render(self, model: L.LightningModule, data: L.LightningDataModule) -> Rendered:
         """The figure(s), drawn from ``model`` (in eval mode, under ``no_grad``) and ``data``."""
@@ -100,9 +103,8 @@ class FigureCallback(L.Callback):
             return
         if not self.applies_to(pl_module):
             if not self._told_skip:
-                rank_zero_info(
-                    f"[{self.name}] not drawn: it does not apply to {type(pl_module).__name__}"
-                )
+                needed = self.needs.replace("_", " ")
+                rank_zero_info(f"[{self.name}] not drawn: the model has no {needed}")
                 self._told_skip = True
             return
         self._write(trainer, self.draw(pl_module, trainer.datamodule))

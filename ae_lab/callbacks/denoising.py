@@ -10,9 +10,7 @@ from ae_lab.callbacks.base import FigureCallback, Rendered
 
 class DenoisingPanel(FigureCallback):
     name = "denoising_panel"
-
-    def applies_to(self, model) -> bool:
-        return model.supports.corruption
+    needs = "corruption"
 
     def render(self, model, data) -> Rendered:
         images, _ = self.examples(model, data)

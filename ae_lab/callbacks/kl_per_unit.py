@@ -13,13 +13,11 @@ class KLPerUnit(FigureCallback):
     """
 
     name = "kl_per_unit"
+    needs = "prior"
 
     def __init__(self, num_points: int = 2000, **kwargs) -> None:
         super().__init__(**kwargs)
         self.num_points = int(num_points)
-
-    def applies_to(self, model) -> bool:
-        return model.supports.prior
 
     def render(self, model, data) -> Rendered:
         images, _ = self.examples(model, data, n=self.num_points)

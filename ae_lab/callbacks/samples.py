@@ -12,9 +12,7 @@ from ae_lab.callbacks.base import FigureCallback, Rendered
 
 class PriorSamples(FigureCallback):
     name = "samples"
-
-    def applies_to(self, model) -> bool:
-        return model.supports.prior
+    needs = "prior"
 
     def render(self, model, data) -> Rendered:
         generator = torch.Generator().manual_seed(self.seed)

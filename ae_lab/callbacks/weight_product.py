@@ -38,9 +38,7 @@ class WeightProduct(FigureCallback):
     logged as ``val/…`` after each validation epoch and ``test/…`` after testing (all images)."""
 
     name = "weight_product"
-
-    def applies_to(self, model) -> bool:
-        return model.supports.linear_map
+    needs = "linear_map"
 
     @staticmethod
     def metrics(model, data, split: str) -> dict[str, float]:
