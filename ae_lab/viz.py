@@ -132,20 +132,21 @@ def latent_scatter(
     return figure_to_array(fig)
 
 
-def kl_per_unit_figure(kl: Array, threshold: float = 0.01) -> Array:
-    """Bars of the mean KL (nats) of each latent unit, in unit order; units below ``threshold``
-    (carrying next to nothing: collapsed onto the prior) in grey."""
+def kl_per_unit_figure(kl: Array, active: Array, threshold: float = 0.01) -> Array:
+    """Bars of the mean KL (nats) of each latent unit, in unit order, coloured by whether the unit
+    is active by Burda's criterion (``active``: the variance of its posterior mean over the images
+    exceeds ``threshold``); inactive units have collapsed onto the prior."""
     units = np.arange(len(kl))
-    carrying = kl > threshold
     fig = Figure(figsize=(min(12.0, max(5.0, 0.12 * len(kl) + 2)), 3.6), dpi=100)
     ax = fig.subplots()
-    ax.bar(units[carrying], kl[carrying], width=0.8, color="tab:blue", label=f"> {threshold} nats")
-    ax.bar(units[~carrying], kl[~carrying], width=0.8, color="0.7", label=f"<= {threshold} nats")
+    ax.bar(units[active], kl[active], width=0.8, color="tab:blue", label="active")
+    ax.bar(units[~active], kl[~active], width=0.8, color="tab:red", label="inactive")
     ax.set_xlabel("latent unit")
     ax.set_ylabel("KL(q(z_u|x) || p(z_u)), nats")
     ax.set_title(
-        f"KL per latent unit: {kl.sum():.2f} nats in all, {int(carrying.sum())} of {len(kl)} "
-        f"units above {threshold}"
+        f"KL per latent unit: {kl.sum():.2f} nats in all; {int(active.sum())} of {len(kl)} units "
+        f"active (Var_x E[z_u|x] > {threshold})",
+        fontsize=10,
     )
     ax.set_xlim(-0.8, len(kl) - 0.2)
     ax.legend(loc="upper right", fontsize=8)

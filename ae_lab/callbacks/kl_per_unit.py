@@ -1,10 +1,14 @@
 """How much each latent unit of a VAE carries: the KL from its posterior to the prior, averaged over
-validation images. Units near zero are inactive (posterior collapse)."""
+validation images, coloured by Burda's activity criterion (the one ``test/active_units`` counts):
+units whose posterior mean does not vary with the image have collapsed onto the prior."""
 
 from __future__ import annotations
 
+import torch
+
 from ae_lab import viz
 from ae_lab.callbacks.base import FigureCallback, Rendered, chunk_size
+from ae_lab.models.evaluation import ACTIVITY_THRESHOLD
 
 
 class KLPerUnit(FigureCallback):
@@ -23,4 +27,7 @@ class KLPerUnit(FigureCallback):
         images, _ = self.examples(model, data, n=self.num_points)
         parts = images.split(chunk_size(model))
         kl = sum(model.kl_per_unit(part) * len(part) for part in parts) / len(images)
-        return {"kl_per_unit": viz.kl_per_unit_figure(kl.float().cpu().numpy())}
+        means = torch.cat([model.encode(part) for part in parts]).double()
+        active = means.var(dim=0) > ACTIVITY_THRESHOLD
+        figure = viz.kl_per_unit_figure(kl.float().cpu().numpy(), active.cpu().numpy())
+        return {"kl_per_unit": figure}

@@ -231,7 +231,9 @@ class Autoencoder(L.LightningModule):
             beta = self.bottleneck.beta_at(self.global_step)
             constant = likelihood_constant(self.likelihood, x[0].numel())
             loss = loss + beta * kl
-            terms.update(kl=kl, elbo=-(recon + constant + kl), beta=beta)
+            terms.update(kl=kl, elbo=-(recon + constant + kl))
+            if self.training:
+                terms["beta"] = beta  # the weight in use (warm-up), a training curve
         if self.penalty is not None:
             code = self.bottleneck.code(h)
             penalty = self.penalty.value(self.encoder, x_in, code, self._code_outputs())

@@ -18,6 +18,8 @@ from torchmetrics import Metric
 from ae_lab.models.bottleneck import Gaussian
 from ae_lab.models.losses import likelihood_constant, reconstruction_error_per_example
 
+#: Burda et al.'s threshold on ``Var_x(E_q[z_u | x])`` for an active unit.
+ACTIVITY_THRESHOLD = 0.01
 #: Values of decoded pixels held at once while importance sampling (about 64 MB of float32).
 SAMPLE_BUDGET = 1 << 24
 
@@ -62,7 +64,7 @@ class ActiveUnits(Metric):
 
     full_state_update = False
 
-    def __init__(self, latent_dim: int, threshold: float = 0.01) -> None:
+    def __init__(self, latent_dim: int, threshold: float = ACTIVITY_THRESHOLD) -> None:
         super().__init__()
         self.threshold = float(threshold)
         zeros = torch.zeros(latent_dim, dtype=torch.float64)
