@@ -3,6 +3,7 @@ batches, errors and the configs."""
 
 from __future__ import annotations
 
+import gc
 import pickle
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 
 from ae_lab.data import AnimeFacesDataModule, CelebADataModule, ImageFolderDataModule
-from ae_lab.data.image_cache import MappedImages
+from ae_lab.data.image_cache import MappedImages, store
 from ae_lab.errors import UserError
 from tests.helpers.faces import (
     add_bad_files,
@@ -200,6 +201,16 @@ def test_dataloader_workers_read_the_map_without_pickling_the_pixels(tmp_path):
         map(bytes, expected.flatten(1).numpy())
     )
     del loader
+
+
+def test_a_datamodule_holds_its_cache_while_it_lives(tmp_path):
+    make_plain_jpeg_folder(tmp_path / "faces", n=20)
+    dm = celeba(tmp_path / "faces", tmp_path)
+    paths = (dm.cache.manifest_path, dm.cache.array_path)
+    assert not store.remove_unused(*paths)  # what pruning does: it keeps what is held
+    del dm
+    gc.collect()
+    assert store.remove_unused(*paths) and not paths[1].exists()
 
 
 def test_a_second_datamodule_reuses_the_cache(tmp_path):

@@ -55,6 +55,7 @@ FORMAT_VERSION = 2
 PRUNE_COMMAND = "python -m ae_lab.data.image_cache.prune"
 _SHOWN_SKIPPED = 5  # names in the one-line summary of skipped files
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+_CHECKSUM_KEYS = {"full", "sampled", "blocks", "block_bytes", "checked"}
 
 
 @dataclass
@@ -149,7 +150,8 @@ def default_workers() -> int:
 
 # ---- the decode workers --------------------------------------------------------------------------
 def die_with_parent() -> None:
-    """Ask the kernel to kill this process when the thread that forked it ends (Linux)."""
+    """Ask the kernel to kill this process when the thread that forked it ends (Linux): the
+    builder's thread, which lives until the pool is shut down."""
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
@@ -274,8 +276,8 @@ def _open_cache(
         array = store.array_path(manifest_path, data)
         if array is None or len(shape) != 4 or len(data["files"]) != shape[0]:
             return None
-        for entry in ("full", "sampled", "blocks", "block_bytes", "checked"):
-            data["checksum"][entry]  # noqa: B018 -- a manifest without them is not ours to trust
+        if not set(data["checksum"]) >= _CHECKSUM_KEYS:
+            return None  # nothing to check it against
     except (KeyError, TypeError, ValueError):
         return None
     try:
@@ -310,8 +312,9 @@ def _remove_superseded(cache_dir: Path, keep: Path, manifest: dict[str, Any], st
     """Remove the caches of the same source, name and settings that ``keep`` replaces, unless
     another process holds them (hold the build lock)."""
     prefix = stem[: -len(manifest["key"][:16])]
-    for other, data in store.manifests(cache_dir, f"{prefix}*.json"):
-        if other == keep or any(data.get(k) != manifest[k] for k in ("source", "name", "settings")):
+    for other in sorted(cache_dir.glob(f"{prefix}*.json")):
+        data = None if other == keep else store.read_manifest(other)
+        if data is None or any(data.get(k) != manifest[k] for k in ("source", "name", "settings")):
             continue
         array = store.array_path(other, data)
         if store.remove_unused(other, array):
@@ -327,11 +330,13 @@ def _remove_superseded(cache_dir: Path, keep: Path, manifest: dict[str, Any], st
 
 
 def _tidy(cache_dir: Path, manifest_path: Path, opened: _Opened, stem: str) -> None:
-    """On reuse, when the build lock is free: record a full check, remove superseded caches."""
+    """On reuse, when the build lock is free: remove what killed builds left and superseded
+    caches nobody holds; record a full check."""
     try:
         with build_lock_if_free(cache_dir, f"tidying after {stem}") as lock:
             if lock is None:
                 return
+            store.remove_temp_files(cache_dir)  # of builds that were killed: none runs now
             if opened.restamp:
                 _restamp(manifest_path, opened)
             _remove_superseded(cache_dir, manifest_path, opened.manifest, stem)
@@ -389,7 +394,10 @@ def get_image_cache(
                 else:
                     removed = store.remove_temp_files(cache_dir)
                     if removed:
-                        log.info("image cache: removed %d unfinished temporary files", len(removed))
+                        log.info(
+                            "image cache: removed %d temporary file(s) of unfinished builds",
+                            len(removed),
+                        )
                     _build(plan, workers, lock)
                     found = _open_cache(manifest_path, key)
                     if not isinstance(found, _Opened):

@@ -102,6 +102,19 @@ class Holder:
         return f"pid {self.pid}{where}"
 
 
+def _forget_after_fork() -> None:
+    """A forked child holds no record lock (nor the in-process locks its parent's threads held)."""
+    global _registry
+    _registry = threading.Lock()
+    _thread_locks.clear()
+    _holders_here.clear()
+    _progress_here.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_after_fork)
+
+
 def _thread_lock(path: Path) -> threading.Lock:
     with _registry:
         return _thread_locks.setdefault(str(path), threading.Lock())
@@ -111,10 +124,11 @@ class BuildLock:
     """The build lock of one cache folder, for one purpose (``what``: a cache's name, "pruning")."""
 
     def __init__(self, cache_dir: str | os.PathLike, what: str) -> None:
-        self.path = Path(cache_dir) / LOCK_NAME
+        self.path = Path(cache_dir).resolve() / LOCK_NAME
         self.what = what
         self.previous: Holder | None = None  # set on taking a lock whose last holder died
         self._fd: int | None = None
+        self._pid = os.getpid()
         self._in_process = _thread_lock(self.path)
         self._touched = 0.0
 
@@ -153,7 +167,7 @@ class BuildLock:
             os.close(fd)
             self._in_process.release()
             raise
-        self._fd = fd
+        self._fd, self._pid = fd, os.getpid()
         with _registry:
             _holders_here[key] = me
             _progress_here[key] = 0
@@ -198,7 +212,7 @@ class BuildLock:
                 raise UserError(self._give_up_message(holder, wait_s))
 
     def release(self) -> None:
-        if self._fd is None:
+        if self._fd is None or self._pid != os.getpid():  # a forked copy never held it
             return
         fd, self._fd = self._fd, None
         with _registry:

@@ -116,9 +116,9 @@ def array_path(manifest_path: Path, manifest: dict[str, Any]) -> Path | None:
     return manifest_path.with_name(name)
 
 
-def manifests(cache_dir: Path, pattern: str = "*.json") -> Iterator[tuple[Path, dict[str, Any]]]:
-    """``(path, manifest)`` of our manifests in ``cache_dir`` whose name matches ``pattern``."""
-    for path in sorted(cache_dir.glob(pattern)):
+def manifests(cache_dir: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """``(path, manifest)`` of our manifests in ``cache_dir``."""
+    for path in sorted(cache_dir.glob("*.json")):
         data = read_manifest(path)
         if data is not None:
             yield path, data
@@ -280,5 +280,8 @@ def remove_unused(manifest_path: Path, array: Path | None, dry_run: bool = False
         if not dry_run:
             manifest_path.unlink(missing_ok=True)  # first: an array without manifest is not used
             if _same_file(held.fileno(), array):
-                array.unlink()
+                try:
+                    array.unlink()
+                except PermissionError:  # Windows: mapped by someone (no flock there)
+                    return False
     return True

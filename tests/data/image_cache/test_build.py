@@ -9,13 +9,14 @@ import logging
 import os
 import pickle
 import signal
+import threading
 
 import numpy as np
 import pytest
 
 from ae_lab.data.image_cache import LOCK_NAME, decode, store
 from ae_lab.data.image_cache import build as build_module
-from ae_lab.errors import UserError
+from ae_lab.errors import RunFailed, UserError
 from tests.helpers.faces import add_bad_files, write_solid
 from tests.helpers.image_cache import (
     Child,
@@ -258,6 +259,20 @@ def test_interrupted_parallel_build_stops_its_workers_and_leaves_nothing(
     assert build(folder, tmp_path / "cache", size=32, workers=2, wait_s=1).built
 
 
+def test_a_worker_killed_mid_build_fails_the_build_plainly(folder, tmp_path, slow_decode):
+    """The OOM killer, say, takes one decode worker: a RunFailed that says what to do."""
+    killer = threading.Thread(
+        target=lambda: os.kill(min(slow_decode.wait_for_workers(1, besides=os.getpid())), 9)
+    )
+    killer.start()
+    with pytest.raises(RunFailed, match="decode worker ended unexpectedly.*cache_workers=1"):
+        build(folder, tmp_path / "cache", size=32, workers=2)
+    killer.join()
+    assert names_in(tmp_path / "cache") == []
+    slow_decode.open_gate()
+    assert build(folder, tmp_path / "cache", size=32, workers=2, wait_s=1).built
+
+
 @needs_fork
 def test_ctrl_c_in_a_terminal_stops_the_build_without_a_traceback(
     folder, tmp_path, slow_decode, capfd
@@ -296,6 +311,24 @@ def test_killed_build_leaves_no_cache_its_workers_die_and_the_next_build_complet
     shape = Child(lambda: build(folder, cache_dir, size=32, workers=2).shape).value(timeout=30)
     assert shape == (8, 3, 32, 32)
     assert not any(".tmp-" in name for name in names_in(cache_dir))
+
+
+@needs_fork
+def test_a_build_waiting_for_a_stuck_builder_gives_up_within_its_bound(
+    folder, tmp_path, slow_decode
+):
+    cache_dir = tmp_path / "cache"
+    stuck = Child(build, folder, cache_dir, size=32, workers=2)
+    workers = slow_decode.wait_for_workers(2, besides=stuck.pid)
+    os.kill(stuck.pid, signal.SIGSTOP)  # alive, holding the lock, making no progress
+    try:
+        waiter = Child(build, folder, cache_dir, size=32, wait_s=1)
+        status, error = waiter.result(timeout=15)
+    finally:
+        stuck.kill()
+        kill_all(workers)
+    assert status == "error" and error.startswith("UserError: gave up waiting")
+    assert f"kill {stuck.pid}" in error and "data.cache_wait_s" in error
 
 
 @needs_fork

@@ -11,6 +11,7 @@ import time
 import pytest
 
 from ae_lab.data.image_cache import LOCK_NAME, BuildLock
+from ae_lab.data.image_cache import lock as lock_module
 from ae_lab.data.image_cache.lock import build_lock_if_free
 from ae_lab.errors import UserError
 from tests.helpers.image_cache import Child, alive, build, kill_all, needs_fork, wait_until
@@ -82,15 +83,16 @@ def test_a_waiter_gives_up_after_its_bound_and_says_what_to_do(cache_dir, tmp_pa
 
 
 @needs_fork
-def test_a_waiter_waits_while_the_holder_makes_progress(cache_dir, tmp_path):
+def test_a_waiter_waits_while_the_holder_makes_progress(cache_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(lock_module, "_TOUCH_EVERY_S", 0.1)
     ready = tmp_path / "ready"
-    holder = Child(_hold, cache_dir, ready, 3.5, progress_every=0.1)
+    holder = Child(_hold, cache_dir, ready, 1.5, progress_every=0.05)
     wait_until(ready.exists, 10, "the holder")
     started = time.monotonic()
-    with BuildLock(cache_dir, "mine").acquire(wait_s=2):
+    with BuildLock(cache_dir, "mine").acquire(wait_s=0.5):
         waited = time.monotonic() - started
     assert holder.value(timeout=10)
-    assert waited > 2.5  # longer than its bound: the holder kept moving
+    assert waited > 1.0  # twice its bound: the holder kept moving
 
 
 @needs_fork
