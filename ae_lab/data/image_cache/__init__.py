@@ -11,7 +11,8 @@ uint8 pixels shaped ``(N, 3, H, W)``, memory-mapped afterwards, beside its manif
 - :mod:`.lock`: the cache folder's build lock, which decode workers never hold and nobody waits
   for forever.
 - :mod:`.mapped`: :class:`MappedImages`, the memory-mapped array the DataModules index.
-- :mod:`.build`: :func:`get_image_cache`: scan, key, reuse or build (parallel decode), open.
+- :mod:`.workers`: the decode workers of a build, which never outlive it.
+- :mod:`.build`: :func:`get_image_cache`: scan, key, reuse or build, open.
 - :mod:`.prune`: ``python -m ae_lab.data.image_cache.prune [CACHE_DIR]`` removes caches that are
   out of date and not in use.
 """
@@ -21,7 +22,6 @@ from ae_lab.data.image_cache.build import (
     PRUNE_COMMAND,
     ImageCache,
     cache_key,
-    default_workers,
     get_image_cache,
     has_images,
     scan_images,
@@ -30,6 +30,7 @@ from ae_lab.data.image_cache.decode import IMAGE_SUFFIXES, Preprocess, parse_cro
 from ae_lab.data.image_cache.lock import DEFAULT_WAIT_S, LOCK_NAME, BuildLock
 from ae_lab.data.image_cache.mapped import MappedImages
 from ae_lab.data.image_cache.store import CacheGone, CacheLease
+from ae_lab.data.image_cache.workers import default_workers
 
 __all__ = [
     "DEFAULT_WAIT_S",

@@ -8,11 +8,10 @@ rebuilt. The process then holds it (a lease) for as long as it keeps the returne
 :class:`ImageCache` or a view of it.
 
 Builds run under the cache folder's build lock (:mod:`~ae_lab.data.image_cache.lock`): one
-process builds, the others wait (boundedly) and reuse. The decode workers are forked processes
-that do not hold the lock, ignore Ctrl-C (the builder handles it) and are killed by the kernel
-when the builder dies. A build that stops (Ctrl-C, an error) removes its temporary file and stops
-its workers before the exception goes on; one that is killed leaves a temporary file that the
-next holder of the lock deletes. After a build, and on reuse when the lock is free, caches that
+process builds, the others wait (boundedly) and reuse. The decoding runs in workers that never
+outlive the build (:mod:`~ae_lab.data.image_cache.workers`). A build that stops (Ctrl-C, an
+error) removes its temporary file and stops its workers before the exception goes on; one that is
+killed leaves a temporary file that the next holder of the lock deletes. After a build, and on reuse when the lock is free, caches that
 this one supersedes (same folder, name and settings, another listing) are removed unless another
 process holds them.
 """
@@ -20,19 +19,12 @@ process holds them.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import hashlib
 import json
 import logging
-import math
-import multiprocessing
 import os
-import signal
-import sys
 import time
-from collections.abc import Iterator, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -45,6 +37,7 @@ from ae_lab.data.image_cache.decode import IMAGE_SUFFIXES, Preprocess
 from ae_lab.data.image_cache.lock import DEFAULT_WAIT_S, BuildLock, build_lock, build_lock_if_free
 from ae_lab.data.image_cache.mapped import MappedImages
 from ae_lab.data.image_cache.store import CacheGone, CacheLease
+from ae_lab.data.image_cache.workers import decode_all, default_workers
 from ae_lab.errors import RunFailed, UserError
 
 log = logging.getLogger(__name__)
@@ -54,7 +47,6 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 2
 PRUNE_COMMAND = "python -m ae_lab.data.image_cache.prune"
 _SHOWN_SKIPPED = 5  # names in the one-line summary of skipped files
-_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 _CHECKSUM_KEYS = {"full", "sampled", "blocks", "block_bytes", "checked"}
 
 
@@ -142,87 +134,6 @@ def cache_key(files: Sequence[tuple[str, int, int]], preprocess: Preprocess) -> 
 def cache_stem(name: str, preprocess: Preprocess, key: str) -> str:
     """The name of a cache's files without suffix, e.g. ``celeba-crop148-64x64-<16 hex>``."""
     return f"{name}-{preprocess.tag()}-{key[:16]}"
-
-
-def default_workers() -> int:
-    return max(1, min(8, os.cpu_count() or 1))
-
-
-# ---- the decode workers --------------------------------------------------------------------------
-def die_with_parent() -> None:
-    """Ask the kernel to kill this process when the thread that forked it ends (Linux): the
-    builder's thread, which lives until the pool is shut down."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
-
-
-def _start_worker(parent: int) -> None:
-    """Initializer of a decode worker process."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the builder
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # stops us; no handler inherited from it
-    die_with_parent()
-    if os.getppid() != parent:  # the builder died before we asked
-        os._exit(1)
-
-
-def _executor(workers: int) -> Executor:
-    """Forked processes where fork is safe and cheap (Linux); threads elsewhere (PIL releases
-    the GIL while decoding and resizing), to avoid spawn re-importing torch in every worker."""
-    if sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods():
-        return ProcessPoolExecutor(
-            workers,
-            mp_context=multiprocessing.get_context("fork"),
-            initializer=_start_worker,
-            initargs=(os.getpid(),),
-        )
-    return ThreadPoolExecutor(workers)
-
-
-def _stop_now(executor: Executor) -> None:
-    """Cancel the queued chunks and end the workers without waiting for the running ones."""
-    workers = []
-    if isinstance(executor, ProcessPoolExecutor):
-        # The pool's own list (3.8-3.13; 3.14 has terminate_workers()): shutdown forgets it.
-        workers = list((executor._processes or {}).values())
-    executor.shutdown(wait=False, cancel_futures=True)
-    for worker in workers:
-        with contextlib.suppress(OSError, ValueError):
-            worker.kill()
-    for worker in workers:
-        with contextlib.suppress(OSError, ValueError, AssertionError):
-            worker.join(timeout=5)
-
-
-def _decode_all(
-    paths: list[str], crop: int | None, size: tuple[int, int], workers: int
-) -> Iterator[bytes | str]:
-    """:func:`~ae_lab.data.image_cache.decode.try_decode` of every path, in order. Close the
-    generator to stop early: its workers are ended then."""
-    if workers <= 1 or len(paths) <= workers:
-        for path in paths:
-            yield decode.try_decode(path, crop, size)
-        return
-    chunk = max(1, min(64, math.ceil(len(paths) / (4 * workers))))
-    chunks = [paths[i : i + chunk] for i in range(0, len(paths), chunk)]
-    executor = _executor(workers)
-    finished = False
-    try:
-        for results in executor.map(
-            decode.decode_chunk, chunks, [crop] * len(chunks), [size] * len(chunks)
-        ):
-            yield from results
-        finished = True
-    except BrokenProcessPool:
-        raise RunFailed(
-            "image cache: a decode worker ended unexpectedly (killed, or out of memory?); "
-            "nothing was kept. Run again, or with data.cache_workers=1"
-        ) from None
-    finally:
-        if finished:
-            executor.shutdown(wait=True)
-        else:
-            _stop_now(executor)
 
 
 # ---- opening a cache -----------------------------------------------------------------------------
@@ -479,7 +390,7 @@ def _build(plan: _Plan, workers: int | None, lock: BuildLock) -> dict[str, Any]:
     try:
         with (
             open(temp, "w+b") as out,  # read back for the sampled checksum
-            contextlib.closing(_decode_all(paths, preprocess.crop, size, workers)) as results,
+            contextlib.closing(decode_all(paths, preprocess.crop, size, workers)) as results,
         ):
             for (file, _, _), result in zip(files, results, strict=True):
                 if isinstance(result, str):
