@@ -177,20 +177,22 @@ class _Damaged:
 def _open_cache(
     manifest_path: Path, key: str, known_bad: dict[str, int] | None = None
 ) -> _Opened | _Damaged | None:
-    """The finished cache with this key, held and checked; :class:`_Damaged` when it fails its
-    checks (or is the file already found damaged); None when there is none."""
-    data = store.read_manifest(manifest_path)
-    if data is None or data.get("version") != FORMAT_VERSION or data.get("key") != key:
+    """The finished cache with this key, held and checked; :class:`_Damaged` when its manifest or
+    array fails its checks (or is the array already found damaged); None when there is none."""
+    if not manifest_path.exists():
         return None
+    data = store.read_manifest(manifest_path)
     try:
+        if data is None or data.get("version") != FORMAT_VERSION or data.get("key") != key:
+            raise ValueError("another cache's")
         shape = tuple(int(s) for s in data["shape"])
         array = store.array_path(manifest_path, data)
         if array is None or len(shape) != 4 or len(data["files"]) != shape[0]:
-            return None
+            raise ValueError("inconsistent")
         if not set(data["checksum"]) >= _CHECKSUM_KEYS:
-            return None  # nothing to check it against
+            raise ValueError("without checksums")
     except (KeyError, TypeError, ValueError):
-        return None
+        return _Damaged({}, "its manifest cannot be read or does not fit")
     try:
         lease = CacheLease(array)
     except CacheGone:
@@ -322,7 +324,7 @@ def get_image_cache(
         except OSError as error:
             raise UserError(
                 f"cannot write the image cache in {cache_dir} ({error.strerror or error}); "
-                "set data.cache_dir=DIR to a writable folder"
+                "set data.cache_dir=DIR to a writable folder with room for it"
             ) from None
     manifest = found.manifest
     return ImageCache(

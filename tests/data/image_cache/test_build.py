@@ -93,6 +93,18 @@ def test_changed_setting_builds_another_cache_and_keeps_the_first(folder, tmp_pa
     assert not build(folder, tmp_path / "cache", crop=148, size=32).built
 
 
+def test_a_damaged_manifest_is_named_and_rebuilt(folder, tmp_path, caplog):
+    first = build(folder, tmp_path / "cache", size=32)
+    manifest = first.manifest_path
+    del first
+    manifest.write_text(manifest.read_text()[:200])  # cut short
+    with caplog.at_level(logging.INFO, logger="ae_lab.data.image_cache"):
+        again = build(folder, tmp_path / "cache", size=32)
+    assert again.built and again.shape[0] == 8
+    damaged = [r.getMessage() for r in caplog.records if "is damaged" in r.getMessage()]
+    assert len(damaged) == 1 and "its manifest cannot be read" in damaged[0]
+
+
 def test_array_without_manifest_or_incomplete_is_rebuilt(folder, tmp_path, decodes):
     first = build(folder, tmp_path / "cache", size=32)
     first.manifest_path.unlink()  # the build "died" before writing its manifest
