@@ -1,22 +1,15 @@
-"""Face folders, CelebA and anime faces, decoded once into a memory-mapped uint8 cache.
-
-``prepare_data`` finds the image folder and builds (or reuses) the cache of
-:mod:`ae_lab.data.image_cache`; ``load_splits`` returns the splits as views of that one array
-(:class:`~ae_lab.data.image_cache.MappedImages`), so a batch costs one fancy-index of a memory map.
-Faces have no labels.
-"""
+"""Face datasets, CelebA and anime faces: where each one's images are, and CelebA's official
+split. Everything else is :class:`~ae_lab.data.image_folder.ImageFolderDataModule`'s."""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from ae_lab.data.arrays import seeded_split
-from ae_lab.data.base import ImageArrayDataModule, Split
-from ae_lab.data.image_cache import ImageCache, Preprocess, get_image_cache, has_images
+from ae_lab.data.image_cache import ImageCache, has_images
+from ae_lab.data.image_folder import ImageFolderDataModule
 from ae_lab.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -24,101 +17,6 @@ log = logging.getLogger(__name__)
 PARTITION_NAMES = ("list_eval_partition.txt", "list_eval_partition.csv")
 CELEBA_KAGGLE = "kaggle datasets download -d jessicali9530/celeba-dataset -p {root} --unzip"
 ANIME_KAGGLE = "kaggle datasets download -d splcher/animefacedataset -p {root} --unzip"
-
-
-class FaceFolderDataModule(ImageArrayDataModule):
-    """A folder of face images, preprocessed once into a memory-mapped cache.
-
-    Args (beyond :class:`~ae_lab.data.base.ImageArrayDataModule`'s):
-    test_fraction: share of the images held out for testing, when there is no official split
-        (``val_fraction`` is then a share of all images too).
-    crop: side of a centred square crop (in source pixels) before resizing; None for none.
-    size: output size: None (keep), an int (a square) or ``[height, width]``.
-    cache_dir: where the decoded arrays live (never inside the dataset folder).
-    cache_workers: processes decoding the images on the first run; None for min(8, CPUs).
-    download: fetch the dataset when it is missing, where a download exists.
-    """
-
-    cache_name = "faces"  # prefix of the cache files
-
-    def __init__(
-        self,
-        *args: Any,
-        test_fraction: float = 0.1,
-        crop: int | None = None,
-        size: Any = 64,
-        cache_dir: str = "data/cache",
-        cache_workers: int | None = None,
-        download: bool = False,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(*args, **kwargs)
-        self.download = bool(download)
-        self.test_fraction = float(test_fraction)
-        self.preprocess = Preprocess.from_config(crop, size)
-        self.cache_dir = str(cache_dir)
-        self.cache_workers = None if cache_workers is None else int(cache_workers)
-        if self.val_fraction < 0 or self.test_fraction < 0:
-            raise UserError("data.val_fraction and data.test_fraction must be >= 0")
-        if self.val_fraction + self.test_fraction >= 1:
-            raise UserError(
-                f"data.val_fraction + data.test_fraction must be below 1, got "
-                f"{self.val_fraction} + {self.test_fraction}"
-            )
-        self.cache: ImageCache | None = None
-
-    # ---- to implement --------------------------------------------------------------------------
-    def image_folder(self) -> Path | None:
-        """The folder holding the images, or None when none of the accepted layouts is there."""
-        raise NotImplementedError
-
-    def missing_message(self) -> str:
-        raise NotImplementedError
-
-    def fetch(self) -> None:
-        """Download the dataset into ``root`` when ``download`` is set; nothing by default."""
-
-    # ---- shared --------------------------------------------------------------------------------
-    @property
-    def root_path(self) -> Path:
-        return Path(self.root).expanduser()
-
-    def prepare_data(self) -> None:
-        self.load_cache()
-
-    def load_cache(self) -> ImageCache:
-        """Find the images and build or reuse their cache (once per DataModule)."""
-        if self.cache is None:
-            folder = self.image_folder()
-            if folder is None:
-                self.fetch()
-                folder = self.image_folder()
-            if folder is None:
-                raise UserError(self.missing_message())
-            self.cache = get_image_cache(
-                folder,
-                self.cache_dir,
-                self.preprocess,
-                name=self.cache_name,
-                workers=self.cache_workers,
-            )
-        return self.cache
-
-    def fraction_split(self, n: int) -> dict[str, np.ndarray]:
-        """Rows of a seeded ``train/val/test`` split of ``n`` images, each part sorted."""
-        fractions = [1 - self.val_fraction - self.test_fraction, self.val_fraction]
-        fractions.append(self.test_fraction)
-        parts = seeded_split(n, fractions, self.seed)
-        names = ("train", "val", "test")
-        return {name: np.sort(part.numpy()) for name, part in zip(names, parts, strict=True)}
-
-    def split_rows(self, cache: ImageCache) -> dict[str, np.ndarray]:
-        return self.fraction_split(cache.shape[0])
-
-    def load_splits(self) -> dict[str, Split]:
-        cache = self.load_cache()
-        rows = self.split_rows(cache)
-        return {name: (cache.images(rows[name]), None) for name in ("train", "val", "test")}
 
 
 # ---- CelebA --------------------------------------------------------------------------------------
@@ -137,7 +35,7 @@ def read_partition(path: Path) -> dict[str, int]:
     return partition
 
 
-class CelebADataModule(FaceFolderDataModule):
+class CelebADataModule(ImageFolderDataModule):
     """CelebA's aligned faces (218x178 JPEGs), usually centre-cropped to 148 and resized to 64.
 
     Layouts looked for under ``root``, in this order:
@@ -230,7 +128,7 @@ class CelebADataModule(FaceFolderDataModule):
 
 
 # ---- anime faces ---------------------------------------------------------------------------------
-class AnimeFacesDataModule(FaceFolderDataModule):
+class AnimeFacesDataModule(ImageFolderDataModule):
     """Anime faces of mixed sizes, each resized to a ``size`` square (64 by default, 88 in the
     study): Kaggle's ``<root>/images/`` or any flat folder of images in ``<root>``; a seeded split
     by ``val_fraction`` and ``test_fraction``."""

@@ -1,7 +1,9 @@
-"""CelebA and anime-faces DataModules: layouts, splits, shapes, batches and the configs."""
+"""Image-folder DataModules (plain folders, CelebA, anime faces): layouts, splits, shapes,
+batches, errors and the configs."""
 
 from __future__ import annotations
 
+import gc
 import pickle
 from pathlib import Path
 
@@ -12,8 +14,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 
-from ae_lab.data import AnimeFacesDataModule, CelebADataModule
-from ae_lab.data.image_cache import MappedImages
+from ae_lab.data import AnimeFacesDataModule, CelebADataModule, ImageFolderDataModule
+from ae_lab.data.image_cache import MappedImages, store
 from ae_lab.errors import UserError
 from tests.helpers.faces import (
     add_bad_files,
@@ -201,6 +203,16 @@ def test_dataloader_workers_read_the_map_without_pickling_the_pixels(tmp_path):
     del loader
 
 
+def test_a_datamodule_holds_its_cache_while_it_lives(tmp_path):
+    make_plain_jpeg_folder(tmp_path / "faces", n=20)
+    dm = celeba(tmp_path / "faces", tmp_path)
+    paths = (dm.cache.manifest_path, dm.cache.array_path)
+    assert not store.remove_unused(*paths)  # what pruning does: it keeps what is held
+    del dm
+    gc.collect()
+    assert store.remove_unused(*paths) and not paths[1].exists()
+
+
 def test_a_second_datamodule_reuses_the_cache(tmp_path):
     make_plain_jpeg_folder(tmp_path / "faces", n=20)
     first = celeba(tmp_path / "faces", tmp_path)
@@ -272,6 +284,21 @@ def test_bad_settings_are_user_errors(tmp_path):
         CelebADataModule(str(tmp_path), crop=-3)
     with pytest.raises(UserError, match="val_fraction"):
         CelebADataModule(str(tmp_path), val_fraction=0.6, test_fraction=0.5)
+    for wait in (-1, None, "abc", float("inf"), float("nan"), True):
+        with pytest.raises(UserError, match=r"data.cache_wait_s must be a number of seconds >= 0"):
+            AnimeFacesDataModule(str(tmp_path), cache_wait_s=wait)
+    assert AnimeFacesDataModule(str(tmp_path), cache_wait_s=0).cache_wait_s == 0
+
+
+# ---- any folder of images ------------------------------------------------------------------------
+def test_a_plain_image_folder_datamodule(tmp_path):
+    make_anime(tmp_path / "mine", n=10, flat=True)
+    dm = ImageFolderDataModule(str(tmp_path / "mine"), size=16, cache_dir=str(tmp_path / "c"))
+    dm.setup()
+    assert dm.image_shape == (3, 16, 16) and sum(sizes(dm)) == 10
+    assert dm.cache.array_path.name.startswith("images-16x16-")
+    with pytest.raises(UserError, match=r"no images \(.jpg.*\) in .*nowhere; set data.root"):
+        ImageFolderDataModule(str(tmp_path / "nowhere"), cache_dir=str(tmp_path / "c")).setup()
 
 
 # ---- the configs ---------------------------------------------------------------------------------
@@ -300,8 +327,9 @@ def test_config_builds_the_datamodule(tmp_path, data, cls, shape):
         GlobalHydra.instance().clear()
     assert cfg.data.cache_dir == f"{tmp_path}/cache"
     assert cfg.data.download is False and cfg.data.num_workers == 0
+    assert cfg.data.cache_wait_s == 600
     dm = instantiate(cfg.data)
     assert isinstance(dm, cls)
     dm.prepare_data()
-    assert dm.image_shape == shape
+    assert dm.image_shape == shape and dm.cache_wait_s == 600
     assert dm.cache.array_path.parent == tmp_path / "cache"
