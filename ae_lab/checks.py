@@ -136,7 +136,7 @@ RULES: dict[str, Range] = {
     "callbacks.latent_interpolation.frame_ms": AT_LEAST_1,
     "callbacks.latent_space.num_points": AT_LEAST_1,
     "callbacks.latent_space.manifold_size": Range(2),
-    "callbacks.model_checkpoint.save_top_k": Range(-1, special={-1: "all"}),
+    "callbacks.model_checkpoint.save_top_k": Range(0, special={-1: "all"}),
     "trainer.max_epochs": Range(1, special=NO_LIMIT),
     "trainer.max_steps": Range(1, special=NO_LIMIT),
     "trainer.min_epochs": AT_LEAST_0,
@@ -193,10 +193,10 @@ def parameters(target: Callable[..., Any]) -> tuple[dict[str, Any], bool]:
         chain = [c.__init__ for c in target.__mro__ if "__init__" in vars(c) and c is not object]
     else:
         chain = [target]
-    package = getattr(target, "__module__", "").split(".")[0]
+    package = _package(target)
     found: dict[str, Any] = {}
     for function in chain:
-        if function.__module__.split(".")[0] != package:
+        if _package(function) != package:
             return found, False
         try:
             signature = inspect.signature(function)
@@ -209,6 +209,10 @@ def parameters(target: Callable[..., Any]) -> tuple[dict[str, Any], bool]:
         if not any(p.kind == p.VAR_KEYWORD for p in signature.parameters.values()):
             return found, True
     return found, False
+
+
+def _package(thing: Any) -> str:
+    return (getattr(thing, "__module__", None) or "").split(".")[0]
 
 
 def _hints(function: Callable[..., Any]) -> dict[str, Any]:

@@ -3,21 +3,23 @@ status, and, where the user can act on it, one ``error:`` line instead of a trac
 
 An entry point (``train.py``, later ``eval.py``) uses it twice::
 
+    from ae_lab import cli
+
     @hydra.main(version_base="1.3", config_path="conf", config_name="train")
     def main(cfg):
-        from ae_lab.cli import run_task
-        from ae_lab.train import run
-        return run_task(run, cfg)
+        from ae_lab.train import run  # torch only once a run starts
+        return cli.run_task(run, cfg)
 
     if __name__ == "__main__":
-        from ae_lab.cli import main as cli_main
-        cli_main(main)
+        cli.main(main)
 
 =========================================  ==========  ==========================================
  ends with                                  exit        shown as
 =========================================  ==========  ==========================================
  a bad override or config (Hydra's own)     2           ``error: <Hydra's message, on one line>``
+ a full, read-only or forbidden disk        1           ``error: <strerror>: <file>. ...``
  :class:`~ae_lab.errors.UserError`          2           ``error: <message>``
+ Lightning's ``MisconfigurationException``  2           ``error: <message>``
  :class:`~ae_lab.errors.RunFailed`          1           ``error: <message>``
  :class:`~ae_lab.errors.RunInterrupted`     130 / 143   ``error: <message>``
  ``KeyboardInterrupt`` (Ctrl-C)             130         ``error: interrupted (Ctrl-C)``
@@ -34,6 +36,7 @@ Nothing here imports torch: ``--help`` and config errors answer at once.
 from __future__ import annotations
 
 import difflib
+import errno
 import json
 import logging
 import math
@@ -54,6 +57,8 @@ log = logging.getLogger(__name__)
 
 #: Written into a job's directory when the job fails: ``{"status", "exit_code", "error", "type"}``.
 FAILURE_FILE = "failure.json"
+#: ``OSError``s of the storage, not of the code: a full disk, a quota, a read-only or forbidden place
+STORAGE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES}
 
 
 def one_line(text: object) -> str:
@@ -75,14 +80,18 @@ class Failure:
     def of(cls, exc: BaseException) -> Failure:
         exc = unwrap(exc)
         message = one_line(exc)
-        if isinstance(exc, UserError):
-            return cls("bad setting", exc.exit_code, message, type(exc).__name__)
+        if isinstance(exc, UserError) or _is_misconfiguration(exc):
+            return cls("bad setting", UserError.exit_code, message, type(exc).__name__)
         if isinstance(exc, RunInterrupted):
             return cls("interrupted", exc.exit_code, message, type(exc).__name__)
         if isinstance(exc, KeyboardInterrupt):
             return cls("interrupted", 130, "interrupted (Ctrl-C)", "KeyboardInterrupt")
         if isinstance(exc, RunFailed):
             return cls("failed", exc.exit_code, message, type(exc).__name__)
+        if isinstance(exc, OSError) and exc.errno in STORAGE_ERRORS:
+            where = f": {exc.filename}" if exc.filename else ""
+            error = f"{exc.strerror}{where}. Free space or choose a writable paths.log_dir=DIR"
+            return cls("failed", RunFailed.exit_code, error, type(exc).__name__)
         return cls("crashed", 1, f"{type(exc).__name__}: {message}", type(exc).__name__)
 
     @property
@@ -90,8 +99,22 @@ class Failure:
         return self.status == "crashed"
 
     def write(self, folder: str | Path) -> None:
-        """``failure.json`` in ``folder``, written atomically."""
-        write_json_atomic(Path(folder) / FAILURE_FILE, asdict(self))
+        """``failure.json`` in ``folder``, written atomically; only logged when even that fails
+        (a full disk): the failure itself is what the user must see."""
+        try:
+            write_json_atomic(Path(folder) / FAILURE_FILE, asdict(self))
+        except OSError as exc:
+            log.warning("could not record the failure in %s: %s", folder, exc)
+
+
+def _is_misconfiguration(exc: BaseException) -> bool:
+    """Lightning's word for a setting it refuses, wherever it finds out (ModelCheckpoint's monitor,
+    say, only at the end of the first validation). Lightning is loaded if it raised one."""
+    if "lightning" not in sys.modules:
+        return False
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    return isinstance(exc, MisconfigurationException)
 
 
 def unwrap(exc: BaseException) -> BaseException:
@@ -102,11 +125,18 @@ def unwrap(exc: BaseException) -> BaseException:
     return exc
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """``path`` holds either its old content or all of ``data``, never a part."""
+def write_text_atomic(path: Path, text: str) -> None:
+    """``path`` holds either its old content or all of ``text``, never a part."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
 def say(message: str) -> None:
@@ -147,7 +177,7 @@ def run_task(task: Callable[[DictConfig], Mapping[str, float]], cfg: DictConfig)
             log.error("job %s crashed", hydra_cfg.job.num, exc_info=exc)  # into the job's log
         if not in_sweep:
             exit_with(exc)
-        say(f"job {hydra_cfg.job.num} ({' '.join(hydra_cfg.overrides.task)}): {failure.error}")
+        say(f"job {hydra_cfg.job.num} failed ({output_dir}): {failure.error}")
         if failure.status == "interrupted":  # the user (or the cluster) stops the whole sweep
             from ae_lab.hydra_callbacks import write_summary
 
@@ -186,6 +216,10 @@ def main(hydra_main: Callable[[], Any]) -> None:
             raise
         say(hydra_message(exc))
         sys.exit(2)
+    except OSError as exc:  # Hydra writing .hydra/ or the log to a full or read-only disk
+        if exc.errno not in STORAGE_ERRORS:
+            raise
+        exit_with(exc)
     finally:
         if before is None:
             del os.environ["HYDRA_FULL_ERROR"]

@@ -19,8 +19,8 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from ae_lab import run_dir
-from ae_lab.cli import FAILURE_FILE, exit_with, write_json_atomic
-from ae_lab.errors import RunFailed, UserError
+from ae_lab.cli import FAILURE_FILE, Failure, exit_with, write_json_atomic, write_text_atomic
+from ae_lab.errors import RunFailed
 
 #: ``status`` of a job in the summary that finished and wrote its metrics
 COMPLETED = "completed"
@@ -68,9 +68,7 @@ def write_summary(sweep_dir: Path) -> list[dict[str, Any]]:
         writer = csv.DictWriter(text, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
-        tmp = sweep_dir / f".summary.csv.{os.getpid()}.tmp"
-        tmp.write_text(text.getvalue())
-        os.replace(tmp, sweep_dir / "summary.csv")
+        write_text_atomic(sweep_dir / "summary.csv", text.getvalue())
     return rows
 
 
@@ -100,11 +98,11 @@ class _Stopping(Callback):
         exit 1 for anything else (Hydra would only warn, and the run would go on unclaimed)."""
         try:
             step(*args)
-        except UserError as error:
-            exit_with(error)
-        except Exception as exc:  # a bug: show it, and do not train into an unclaimed directory
-            traceback.print_exception(exc)
-            raise SystemExit(1) from exc
+        except Exception as exc:
+            if Failure.of(exc).is_bug:  # show it, and do not train into an unclaimed directory
+                traceback.print_exception(exc)
+                raise SystemExit(1) from exc
+            exit_with(exc)
 
 
 class RunDirectoryClaim(_Stopping):

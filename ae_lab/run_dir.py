@@ -105,7 +105,8 @@ def claim_run_dir(path: str | Path, auto: bool) -> Path:
             refuse_to_overwrite(candidate)
             raise UserError(
                 f"hydra.run.dir={candidate} was already used by another run (it has "
-                f"{RUN_MARKER}/); nothing was changed. Choose a new hydra.run.dir."
+                f"{RUN_MARKER}/); nothing was changed. Choose a new hydra.run.dir, or delete "
+                "that directory if its run is over and you do not need it."
             )
     raise UserError(f"hydra.run.dir: {path} and {MAX_SUFFIX} suffixed names are all taken.")
 

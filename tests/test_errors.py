@@ -112,7 +112,8 @@ def test_a_failed_job_of_a_sweep_is_recorded_and_the_sweep_goes_on(
         assert cli.run_task(_raises(exc), cfg) is None
     failure = json.loads((output_dir / cli.FAILURE_FILE).read_text())
     assert failure["status"] == status
-    assert capsys.readouterr().err.startswith(f"error: job 0 (model=ae): {failure['error']}")
+    err = capsys.readouterr().err
+    assert err == f"error: job 0 failed ({output_dir}): {failure['error']}\n"
     if status == "crashed":  # the traceback goes to the job's log
         assert caplog.records[-1].exc_info[0] is RuntimeError
 
