@@ -29,8 +29,10 @@ import difflib
 import functools
 import inspect
 import json
+import pickle
 import types
 import typing
+import zipfile
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -393,8 +395,8 @@ def check_config(cfg: DictConfig) -> None:
 # ---- building, and what needs the built objects ------------------------------------------------
 def build(node: DictConfig, setting: str, **kwargs: Any) -> Any:
     """``instantiate(node, **kwargs)``; what the constructor refuses (a :class:`UserError`, a
-    ``ValueError``, Lightning's ``MisconfigurationException``) becomes a :class:`UserError` naming
-    ``setting``. Anything else is a bug and keeps its traceback."""
+    ``ValueError``, Lightning's ``MisconfigurationException``, a missing optional package) becomes
+    a :class:`UserError` naming ``setting``. Anything else is a bug and keeps its traceback."""
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
     try:
@@ -403,9 +405,15 @@ def build(node: DictConfig, setting: str, **kwargs: Any) -> Any:
         cause = exc.__cause__
         if isinstance(cause, UserError):
             raise cause from None
-        if isinstance(cause, ValueError | MisconfigurationException):
+        # a value the constructor refuses, or a setting that needs a package not installed
+        # (trainer.accelerator=tpu without torch_xla)
+        if isinstance(cause, ValueError | MisconfigurationException | ModuleNotFoundError):
             raise UserError(f"{setting}: {one_line(cause)}") from None
         raise
+
+
+#: The data settings that size the held-out splits.
+FRACTIONS = ("val_fraction", "test_fraction")
 
 
 def check_splits(datamodule: Any, data_cfg: DictConfig) -> None:
@@ -415,18 +423,12 @@ def check_splits(datamodule: Any, data_cfg: DictConfig) -> None:
     sizes = {split: datamodule.split_size(split) for split in SPLITS}
     empty = [split for split, size in sizes.items() if size == 0]
     if empty:
-        knobs = [
-            f"data.{k}={data_cfg[k]}" for k in ("val_fraction", "test_fraction") if k in data_cfg
-        ]
+        knobs = [f"data.{k} (now {data_cfg[k]})" for k in FRACTIONS if k in data_cfg]
+        fix = f"raise {' or '.join(knobs)}" if knobs else f"check data.root={data_cfg.root}"
         counts = ", ".join(f"{split} {size}" for split, size in sizes.items())
         raise UserError(
             f"the {' and '.join(empty)} split{'s are' if len(empty) > 1 else ' is'} empty "
-            f"(images per split: {counts}); "
-            + (
-                f"raise {' or '.join(knobs)} so that each split holds images"
-                if knobs
-                else "check data.root"
-            )
+            f"(images: {counts}): {fix} so that every split holds images"
         )
 
 
@@ -454,8 +456,18 @@ def read_checkpoint(path: str) -> SavedWeights:
         )
         hint = f" (it holds {', '.join(found[:4])})" if found else ""
         raise UserError(f"ckpt_path={path} is a directory{hint}; give the checkpoint file")
+    if not zipfile.is_zipfile(file):
+        raise UserError(
+            f"ckpt_path={path} is not a checkpoint: not a file written by torch.save (damaged, "
+            "cut short, or another kind of file)"
+        )
     try:
         checkpoint = torch.load(file, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise UserError(
+            f"ckpt_path={path} is not a Lightning checkpoint: it holds Python objects, not only "
+            "weights and settings, and is not loaded (it could run code)"
+        ) from None
     except Exception as exc:
         reason = one_line(exc).split(". ")[0][:200]
         raise UserError(f"ckpt_path={path} is not a readable checkpoint ({reason})") from None
@@ -484,11 +496,11 @@ def check_checkpoint(saved: SavedWeights, model: Any) -> None:
     if differences:
         settings = _differing_settings(saved.hyper_parameters, dict(model.hparams))
         more = f"; {len(differences) - 3} more" if len(differences) > 3 else ""
+        saved_with = f"it was saved with {settings}; " if settings else ""
         raise UserError(
-            f"ckpt_path={saved.path} holds another model's weights "
-            f"({'; '.join(differences[:3])}{more})"
-            + (f"; it was saved with {settings}" if settings else "")
-            + ". Resume with the model and data settings it was trained with."
+            f"ckpt_path={saved.path} holds another model's weights: {saved_with}"
+            f"{'; '.join(differences[:3])}{more}. Resume with the model and data settings it "
+            "was trained with."
         )
 
 

@@ -162,15 +162,16 @@ def run_task(task: Callable[[DictConfig], Mapping[str, float]], cfg: DictConfig)
     hydra_cfg = HydraConfig.get()
     output_dir = Path(hydra_cfg.runtime.output_dir)
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
+    held_a_run = run_dir.holds_run(output_dir)  # then the job is refused, and must not touch it
     try:
         return objective(cfg, task(cfg))
     except BaseException as exc:  # noqa: B036 -- every way out is classified, bugs re-raised
         if isinstance(exc, SystemExit):
             raise
         failure = Failure.of(exc)
-        released = failure.exit_code == 2 and not in_sweep and run_dir.release(output_dir)
-        if not released and output_dir.is_dir():
-            failure.write(output_dir)
+        refused = failure.exit_code == UserError.exit_code and not in_sweep
+        if not held_a_run and not (refused and run_dir.release(output_dir)):
+            failure.write(output_dir)  # (a run refused before it began leaves no directory)
         if failure.is_bug:
             if not in_sweep:
                 raise  # Hydra prints the traceback; exit status 1

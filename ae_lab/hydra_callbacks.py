@@ -93,9 +93,12 @@ def _quoted(value: str) -> str:
 
 
 class _Stopping(Callback):
+    """A callback that may have to end the process (Hydra would only warn about an exception)."""
+
     def _guard(self, step: Any, *args: Any) -> None:
-        """Run ``step``; a short error and exit 2 for a :class:`UserError`, and a traceback and
-        exit 1 for anything else (Hydra would only warn, and the run would go on unclaimed)."""
+        """Run ``step``; what the user can act on ends the process with its ``error:`` line and
+        exit status (:mod:`ae_lab.cli`), a bug with its traceback and exit 1: never does a run
+        go on into a directory it did not claim."""
         try:
             step(*args)
         except Exception as exc:
@@ -150,9 +153,10 @@ class SweepSummary(_Stopping):
             jobs = "; ".join(
                 f"job {row['job']} ({row['status']}): {row['error']}" for row in failed
             )
+            others = ", the others finished" if len(failed) < len(rows) else ""
             exit_with(
                 RunFailed(
-                    f"{len(failed)} of {len(rows)} jobs failed, the others finished: {jobs}. "
+                    f"{len(failed)} of {len(rows)} jobs failed{others}: {jobs}. "
                     f"Summary: {sweep_dir / 'summary.csv'}"
                 )
             )

@@ -169,3 +169,10 @@ def test_ctrl_c_outside_a_job_exits_130_without_a_traceback(monkeypatch, capsys)
         cli.main(interrupted)
     assert exited.value.code == 130
     assert capsys.readouterr().err == "error: interrupted (Ctrl-C)\n"
+
+
+def test_a_job_refused_over_a_finished_run_leaves_it_as_it_was(job):
+    cfg, output_dir = job(True)
+    (output_dir / "metrics.json").write_text('{"val/loss": 1.0}\n')
+    assert cli.run_task(_raises(UserError("already holds a run")), cfg) is None
+    assert sorted(p.name for p in output_dir.iterdir()) == ["metrics.json"]
