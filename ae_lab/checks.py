@@ -146,6 +146,7 @@ RULES: dict[str, Range] = {
     "trainer.limit_train_batches": POSITIVE,
     "trainer.limit_val_batches": POSITIVE,
     "trainer.limit_test_batches": POSITIVE,
+    "trainer.devices": Range(1, special={-1: "all", "auto": "all available"}),
     "trainer.num_nodes": AT_LEAST_1,
     "trainer.accumulate_grad_batches": AT_LEAST_1,
     "trainer.check_val_every_n_epoch": AT_LEAST_1,
@@ -287,14 +288,28 @@ def describe(hint: Any) -> str:
     if origin is Literal:
         return "one of " + ", ".join(map(_show, args))
     if origin in (list, tuple, collections.abc.Sequence, collections.abc.Iterable):
-        plural = {int: "integers", float: "numbers", str: "strings", bool: "true/false values"}
-        return f"a list of {plural.get(args[0], 'values') if args else 'values'}"
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            items = {_plural(arg) for arg in args}
+            return f"a list of {len(args)} {items.pop() if len(items) == 1 else 'values'}"
+        return f"a list of {_plural(args[0]) if args else 'values'}"
     words = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
     if hint in words:
         return words[hint]
     if hint is None or hint is type(None):
         return "null"
     return getattr(hint, "__name__", str(hint))
+
+
+def _plural(hint: Any) -> str:
+    """``hint`` as the items of a list: "integers", "numbers" ("values" when not plain)."""
+    args = (
+        typing.get_args(hint)
+        if typing.get_origin(hint) in (typing.Union, types.UnionType)
+        else (hint,)
+    )
+    plain = [arg for arg in args if arg in PLAIN]
+    words = {int: "integers", float: "numbers", str: "strings", bool: "true/false values"}
+    return words[plain[0]] if len(plain) == 1 else "values"
 
 
 def _show(value: Any) -> str:

@@ -220,6 +220,9 @@ def main(hydra_main: Callable[[], Any]) -> None:
     except OSError as exc:  # Hydra writing .hydra/ or the log to a full or read-only disk
         if exc.errno not in STORAGE_ERRORS:
             raise
+        from ae_lab import run_dir
+
+        run_dir.release()  # what Hydra managed to write of a run that never started
         exit_with(exc)
     finally:
         if before is None:

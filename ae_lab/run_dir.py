@@ -111,12 +111,14 @@ def claim_run_dir(path: str | Path, auto: bool) -> Path:
     raise UserError(f"hydra.run.dir: {path} and {MAX_SUFFIX} suffixed names are all taken.")
 
 
-def release(output_dir: str | Path) -> bool:
-    """Remove the run directory this process claimed if it holds nothing but what Hydra wrote
-    before the task began (``.hydra/`` and the log); whether it is gone. For a run refused before
-    it started: a bad setting leaves no directory behind."""
+def release(output_dir: str | Path | None = None) -> bool:
+    """Remove the run directory this process claimed (``output_dir``, when given, must be it) if
+    it holds nothing but what Hydra wrote before the task began (``.hydra/`` and the log); whether
+    it is gone. For a run refused before it started: a bad setting leaves no directory behind."""
     global _claimed
-    if _claimed is None or Path(output_dir).resolve() != _claimed[0].resolve():
+    if _claimed is None:
+        return False
+    if output_dir is not None and Path(output_dir).resolve() != _claimed[0].resolve():
         return False
     path, created = _claimed
     marker = path / RUN_MARKER

@@ -62,6 +62,8 @@ BAD = [
     (["model.latent_dim=abc"], "model.latent_dim='abc': must be an integer or null"),
     (["model.net.hidden_dims=[0]"], "model.net.hidden_dims[0]=0: must be >= 1"),
     (["model.net.hidden_dims=abc"], "model.net.hidden_dims='abc': must be a list of integers"),
+    (["+model.optimizer.betas=[0.9]"], "model.optimizer.betas=[0.9]: must be a list of 2 numbers"),
+    (["trainer.devices=-2"], "trainer.devices=-2: must be >= 1, or -1 (all), or 'auto'"),
     (["model=vae", "model.beta=-1"], "model.beta=-1: must be >= 0"),
     (["model=denoising_ae", "model.corruption.p=1.5"], "model.corruption.p=1.5"),
     (["data.binarize=maybe"], "data.binarize='maybe': must be true or false"),
@@ -106,9 +108,9 @@ def test_overrides_are_applied_as_hydra_applies_them(compose):
 
 
 def shipped_compositions() -> list[list[str]]:
-    """The defaults, every option of every config group, and every option of each model part
-    (with the denoising model, which takes every part)."""
-    found = [[]]
+    """The defaults (also with seed=null), every option of every config group, and every option
+    of each model part (with the denoising model, which takes every part)."""
+    found = [[], ["seed=null"]]
     for group in sorted(p for p in CONF.iterdir() if p.is_dir() and p.name != "hydra"):
         found += [[f"{group.name}={p.stem}"] for p in sorted(group.glob("*.yaml"))]
     for part in sorted(p for p in (CONF / "model").iterdir() if p.is_dir()):

@@ -41,7 +41,7 @@ class ImageArrayDataModule(L.LightningDataModule):
         root: str,
         batch_size: int = 128,
         val_fraction: float = 0.1,
-        seed: int = 0,
+        seed: int | None = 0,
         num_workers: int = 0,
         binarize: bool = False,
     ) -> None:
