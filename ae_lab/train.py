@@ -66,8 +66,8 @@ def setup(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.
     yet: any bad setting has been refused here with a :class:`~ae_lab.errors.UserError`."""
     check_config(cfg)  # types, ranges, run length: before anything is loaded
     saved = read_checkpoint(cfg.ckpt_path) if cfg.get("ckpt_path") else None
-    if rank_zero_only.rank == 0:
-        refuse_to_overwrite(cfg.paths.output_dir)  # also claimed by hydra_callbacks, for train.py
+    if rank_zero_only.rank == 0:  # train.py has claimed the directory; this guards run(cfg) calls
+        refuse_to_overwrite(cfg.paths.output_dir)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
     if cfg.get("matmul_precision"):

@@ -126,12 +126,10 @@ def test_two_runs_started_in_the_same_second_get_a_directory_each(tmp_path, mnis
         (["experiment=vae_mnsit"], "Could not find 'experiment/vae_mnsit'. Available options"),
         (["data.batch_size=0"], "data.batch_size=0: must be >= 1"),
         (["data=celeba", "data.size=big"], "size must be null, an int or [height, width]"),
-        (["ckpt_path={tmp}"], "is a directory"),
     ],
 )
 def test_a_bad_setting_ends_with_one_line_exit_2_and_no_directory(tmp_path, args, message):
     run = tmp_path / "run"
-    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
     result = train(*args, "data.download=false", f"data.root={tmp_path}", f"hydra.run.dir={run}")
     assert result.returncode == 2, result.stderr[-3000:]
     assert result.stderr.startswith("error: ") and message in result.stderr
