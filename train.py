@@ -1,23 +1,24 @@
-"""Train an autoencoder: ``python train.py model=vae data=mnist``. See ``--help`` and README.md."""
+"""Train an autoencoder: ``python train.py model=vae data=mnist``. See ``--help`` and README.md.
 
-import sys
+Exit status: 0 finished, 1 failed (or a job of a sweep failed), 2 bad setting, 130/143
+interrupted; see ae_lab/cli.py.
+"""
+
+from typing import Any
 
 import hydra
 from omegaconf import DictConfig
 
+from ae_lab import cli
+
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
-def main(cfg: DictConfig) -> None:
+def main(cfg: DictConfig) -> Any:
     # Imported here so that `--help` and config errors answer without loading torch.
-    from ae_lab.errors import UserError
     from ae_lab.train import run
 
-    try:
-        run(cfg)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    return cli.run_task(run, cfg)
 
 
 if __name__ == "__main__":
-    main()
+    cli.main(main)

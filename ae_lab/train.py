@@ -11,21 +11,25 @@ from typing import Any
 
 import lightning as L
 import torch
-from hydra.utils import instantiate
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
+from ae_lab.checks import build, check_checkpoint, check_config, check_splits, read_checkpoint
 from ae_lab.run_dir import refuse_to_overwrite
 
 log = logging.getLogger(__name__)
 
 
-def _instantiate_all(group: DictConfig | None) -> list[Any]:
+def _instantiate_all(group: DictConfig | None, name: str) -> list[Any]:
     """Every ``_target_`` entry of a dict-of-configs group (callbacks, loggers)."""
     if not group:
         return []
-    return [instantiate(entry) for entry in group.values() if entry and "_target_" in entry]
+    return [
+        build(entry, f"{name}.{key}")
+        for key, entry in group.items()
+        if entry and "_target_" in entry
+    ]
 
 
 def build_model(model_cfg: DictConfig, input_shape: tuple[int, ...]) -> L.LightningModule:
@@ -34,7 +38,7 @@ def build_model(model_cfg: DictConfig, input_shape: tuple[int, ...]) -> L.Lightn
     Nested parts (net, optimizer, corruption) reach the model as plain configs that it builds and
     keeps in its hyperparameters, so its checkpoints reload with ``weights_only=True``.
     """
-    return instantiate(model_cfg, input_shape=input_shape, _recursive_=False, _convert_="all")
+    return build(model_cfg, "model", input_shape=input_shape, _recursive_=False, _convert_="all")
 
 
 def _numbers(metrics: dict[str, Any]) -> dict[str, float]:
@@ -57,25 +61,38 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 
 
-def run(cfg: DictConfig) -> dict[str, float]:
-    """Train ``cfg.model`` on ``cfg.data`` and return the final val/test metrics."""
-    _quiet_libraries()
-    output_dir = Path(cfg.paths.output_dir)
-    if rank_zero_only.rank == 0:
-        refuse_to_overwrite(output_dir)  # train.py checks before Hydra writes .hydra/ there
+def setup(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.Trainer]:
+    """Check every setting, then build the data, the model and the trainer. Nothing is trained
+    yet: any bad setting has been refused here with a :class:`~ae_lab.errors.UserError`."""
+    check_config(cfg)  # types, ranges, run length: before anything is loaded
+    saved = read_checkpoint(cfg.ckpt_path) if cfg.get("ckpt_path") else None
+    if rank_zero_only.rank == 0:  # train.py has claimed the directory; this guards run(cfg) calls
+        refuse_to_overwrite(cfg.paths.output_dir)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
     if cfg.get("matmul_precision"):
         torch.set_float32_matmul_precision(cfg.matmul_precision)
 
-    datamodule = instantiate(cfg.data)
+    datamodule = build(cfg.data, "data")
     datamodule.prepare_data()  # finds, downloads or caches the files; a short error when it cannot
+    check_splits(datamodule, cfg.data)
     model = build_model(cfg.model, datamodule.image_shape)
-    trainer: L.Trainer = instantiate(
+    if saved is not None:
+        check_checkpoint(saved, model)  # a checkpoint of this model and image size
+    trainer: L.Trainer = build(
         cfg.trainer,
-        callbacks=_instantiate_all(cfg.get("callbacks")),
-        logger=_instantiate_all(cfg.get("logger")) or False,
+        "trainer",
+        callbacks=_instantiate_all(cfg.get("callbacks"), "callbacks"),
+        logger=_instantiate_all(cfg.get("logger"), "logger") or False,
     )
+    return datamodule, model, trainer
+
+
+def run(cfg: DictConfig) -> dict[str, float]:
+    """Train ``cfg.model`` on ``cfg.data`` and return the final val/test metrics."""
+    _quiet_libraries()
+    output_dir = Path(cfg.paths.output_dir)
+    datamodule, model, trainer = setup(cfg)
     for logger in trainer.loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 

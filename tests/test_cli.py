@@ -34,7 +34,7 @@ def test_help_lists_every_group_with_exactly_its_options():
 
 def test_unknown_model_gives_the_short_error():
     result = train("model=nope")
-    assert result.returncode != 0
+    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1
     assert "Could not find 'model/nope'" in result.stderr
     assert "Available options in 'model'" in result.stderr and "vae" in result.stderr
     assert "Traceback" not in result.stderr
@@ -42,7 +42,8 @@ def test_unknown_model_gives_the_short_error():
 
 def test_unknown_key_gives_the_short_error():
     result = train("data.batch_sise=4")
-    assert result.returncode != 0 and "batch_sise" in result.stderr
+    assert result.returncode == 2 and "batch_sise" in result.stderr
+    assert "Did you mean batch_size?" in result.stderr and len(result.stderr.splitlines()) == 1
     assert "Traceback" not in result.stderr
 
 

@@ -46,7 +46,7 @@ class ImageArrayDataModule(L.LightningDataModule):
         root: str,
         batch_size: int = 128,
         val_fraction: float = 0.1,
-        seed: int = 0,
+        seed: int | None = 0,
         num_workers: int = 0,
         binarize: bool | str = False,
     ) -> None:
