@@ -66,7 +66,7 @@ BAD = [
     (["trainer.devices=-2"], "trainer.devices=-2: must be >= 1, or -1 (all), or 'auto'"),
     (["model=vae", "model.beta=-1"], "model.beta=-1: must be >= 0"),
     (["model=denoising_ae", "model.corruption.p=1.5"], "model.corruption.p=1.5"),
-    (["data.binarize=maybe"], "data.binarize='maybe': must be true or false"),
+    (["data.binarize=maybe"], "data.binarize='maybe': must be one of 'threshold', 'stochastic' or true or false"),
     (["data.num_workers=-1"], "data.num_workers=-1: must be >= 0"),
     (["seed=-1"], "seed=-1: must be >= 0 and <= 4294967295"),
     (["matmul_precision=ultra"], "matmul_precision='ultra': must be one of 'highest'"),
@@ -173,8 +173,8 @@ def test_errors_inside_constructors_come_out_unwrapped(compose, tmp_path):
     cfg = compose(["data=celeba", "data.size=big", f"data.root={tmp_path}"])
     with pytest.raises(UserError, match=r"^size must be null, an int or \[height, width\]"):
         build(cfg.data, "data")
-    cfg = compose(["model=linear_ae", "model.net.bias=true"])
-    with pytest.raises(UserError, match=r"^model: linear_ae needs an MLP net with bias=false"):
+    cfg = compose(["model=ae", "model.likelihood=bernoulli", "model.output_activation=identity"])
+    with pytest.raises(UserError, match=r"^model: a bernoulli likelihood needs"):
         build_model(cfg.model, (1, 28, 28))
     cfg = compose(["trainer.strategy=nope"])
     with pytest.raises(UserError, match=r"^trainer: .*nope"):

@@ -9,7 +9,7 @@ The small API the figure callbacks use: ``image_shape``, ``sample_batch`` and ``
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import numpy as np
@@ -48,7 +48,7 @@ class ImageArrayDataModule(L.LightningDataModule):
         val_fraction: float = 0.1,
         seed: int | None = 0,
         num_workers: int = 0,
-        binarize: bool | str = False,
+        binarize: bool | Literal["threshold", "stochastic"] = False,
     ) -> None:
         super().__init__()
         self.root = str(root)
