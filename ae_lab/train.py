@@ -11,6 +11,7 @@ How a run ends (see :mod:`ae_lab.errors` for the exit statuses):
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import logging
@@ -42,6 +43,8 @@ from ae_lab.errors import RunFailed, RunInterrupted
 from ae_lab.run_dir import refuse_to_overwrite
 
 log = logging.getLogger(__name__)
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 def _instantiate_all(group: DictConfig | None) -> list[Any]:
@@ -151,8 +154,24 @@ def fit(trainer: L.Trainer, model: L.LightningModule, datamodule: Any, cfg: Dict
         raise RunInterrupted(
             _stopped_in_fit(trainer, cfg, signum or signal.SIGINT), signum or signal.SIGINT
         ) from None
+    except OSError as error:
+        if error.errno not in DISK_FULL:
+            raise
+        raise RunFailed(_disk_full(trainer, cfg, error)) from None
     if (signum := interrupts.received()) is not None:  # arrived as the fit ended: it is complete
         raise RunInterrupted(_stopped_after_fit(trainer, cfg, signum), signum)
+
+
+def _disk_full(trainer: L.Trainer, cfg: DictConfig, error: OSError) -> str:
+    kept = _kept_checkpoint(trainer, cfg)
+    where = f" writing {error.filename}" if error.filename else ""
+    if kept:
+        return (
+            f"no space left on the device{where}. The checkpoints written before are whole "
+            f"(every file is written to a temporary name first); the newest is {kept}. Free some "
+            f"space, then resume with:\n  {resume_command(cfg, kept)}"
+        )
+    return f"no space left on the device{where}; no checkpoint had been saved yet."
 
 
 def _stopped_in_fit(trainer: L.Trainer, cfg: DictConfig, signum: int) -> str:

@@ -44,10 +44,11 @@ class DivergenceGuard(L.Callback):
 
     What it checks, and when:
     - the loss ``training_step`` returned, after every step. On the CPU of a single process that
-      costs one float read. On an accelerator, or under DDP, a step only updates a flag on the
-      device (no sync); the flag is read every ``check_every_n_steps`` steps (by default the
-      trainer's ``log_every_n_steps``, where logging syncs anyway) and at the end of every epoch,
-      and reduced over the ranks so that all of them stop at the same step;
+      costs one float read. On an accelerator, or under DDP, a step only keeps a reference to
+      its loss tensor (no kernel, no sync); the losses are checked together every
+      ``check_every_n_steps`` steps (by default the trainer's ``log_every_n_steps``, where logging
+      syncs anyway), at the end of every epoch and before a checkpoint, and reduced over the ranks
+      so that all of them stop at the same step;
     - the weights, at the end of each validation epoch (before the figures draw) and before any
       checkpoint is written (a checkpoint of non-finite weights is never saved);
     - the monitored validation metric (``monitor``), once validation has aggregated it, before
@@ -55,25 +56,32 @@ class DivergenceGuard(L.Callback):
 
     Args:
         monitor: the validation loss to check (``ModelCheckpoint``'s ``monitor``).
-        check_every_n_steps: how often the device-side flag is read; ``None``: the trainer's
+        check_every_n_steps: how often the kept losses are checked; ``None``: the trainer's
             ``log_every_n_steps``.
+        defer: check the losses only at those points; ``None``: on an accelerator or under DDP.
     """
 
-    def __init__(self, monitor: str = "val/loss", check_every_n_steps: int | None = None) -> None:
+    def __init__(
+        self,
+        monitor: str = "val/loss",
+        check_every_n_steps: int | None = None,
+        defer: bool | None = None,
+    ) -> None:
         super().__init__()
         self.monitor = monitor
         self.check_every_n_steps = check_every_n_steps
+        self.defer = defer
         self._immediate = True
         self._every = 1
-        self._first_bad: torch.Tensor | None = None  # [step, epoch, batch] of the first bad loss
+        self._losses: list[tuple[torch.Tensor, int, int, int]] = []  # (loss, step, epoch, batch)
         self._last_save: tuple[int, int] | None = None  # (epoch, step) of the last checkpoint
 
     # ---- set-up --------------------------------------------------------------------------------
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        device = trainer.strategy.root_device
-        self._immediate = device.type == "cpu" and trainer.world_size == 1
+        on_cpu_alone = trainer.strategy.root_device.type == "cpu" and trainer.world_size == 1
+        self._immediate = on_cpu_alone if self.defer is None else not self.defer
         self._every = max(1, int(self.check_every_n_steps or trainer.log_every_n_steps or 1))
-        self._first_bad = None
+        self._losses = []
 
     # ---- the training loss -----------------------------------------------------------------
     def on_train_batch_end(
@@ -95,27 +103,27 @@ class DivergenceGuard(L.Callback):
                     trainer, f"the training loss became {value} at {_where(epoch, step, batch_idx)}"
                 )
             return
-        # on the device: remember the first non-finite loss without waiting for the device
-        bad = ~torch.isfinite(loss.detach()).all()
-        if self._first_bad is None:
-            self._first_bad = torch.full((3,), -1, dtype=torch.long, device=loss.device)
-        fresh = bad & (self._first_bad[0] < 0)
-        for i, value in enumerate((step, epoch, batch_idx)):
-            self._first_bad[i] = torch.where(fresh, value, self._first_bad[i])
+        # on the device: keep the (detached) loss and read them together at the next check
+        self._losses.append((loss, step, epoch, batch_idx))
         if step % self._every == 0:
-            self._check_flag(trainer)
+            self._check_losses(trainer)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._check_flag(trainer)
+        self._check_losses(trainer)
         self._check_weights(trainer, pl_module, "at the end of the epoch")
 
-    def _check_flag(self, trainer: L.Trainer) -> None:
+    def _check_losses(self, trainer: L.Trainer) -> None:
         if self._immediate:
             return
-        local = self._first_bad is not None and bool(self._first_bad[0] >= 0)
-        if trainer.strategy.reduce_boolean_decision(local, all=False):
-            if local:
-                step, epoch, batch = (int(v) for v in self._first_bad.tolist())
+        losses, self._losses = self._losses, []
+        first_bad = None
+        if losses:
+            finite = torch.isfinite(torch.stack([loss for loss, *_ in losses]))
+            if not bool(finite.all()):
+                first_bad = losses[int((~finite).nonzero()[0, 0])][1:]
+        if trainer.strategy.reduce_boolean_decision(first_bad is not None, all=False):
+            if first_bad is not None:
+                step, epoch, batch = first_bad
                 where = f"at {_where(epoch, step, batch)}"
             else:
                 where = f"on another process by step {trainer.global_step}"
@@ -125,7 +133,7 @@ class DivergenceGuard(L.Callback):
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not _fitting(trainer):
             return
-        self._check_flag(trainer)
+        self._check_losses(trainer)
         self._check_weights(trainer, pl_module, "before validation's figures were drawn")
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -142,7 +150,7 @@ class DivergenceGuard(L.Callback):
     def on_save_checkpoint(
         self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
-        self._check_flag(trainer)
+        self._check_losses(trainer)
         self._check_weights(trainer, pl_module, "when a checkpoint was about to be saved")
         self._last_save = (int(checkpoint.get("epoch", -1)), int(checkpoint.get("global_step", -1)))
 
@@ -188,7 +196,7 @@ def _fitting(trainer: L.Trainer) -> bool:
 
 
 def _where(epoch: int, step: int, batch: int) -> str:
-    return f"epoch {epoch}, step {step} (batch {batch} of the epoch)"
+    return f"epoch {epoch}, batch {batch} (training step {step})"
 
 
 def _learning_rate(trainer: L.Trainer) -> float | None:
