@@ -150,7 +150,8 @@ def release() -> None:
 def handling_signals() -> Iterator[None]:
     """Install the handlers described above; the previous ones are put back after.
 
-    Signals can only be handled in the main thread: elsewhere this does nothing.
+    Signals can only be handled in the main thread: elsewhere this does nothing. A signal the
+    parent process set to be ignored (``nohup``, a shell's ``cmd &`` for SIGINT) stays ignored.
     """
     global _active
     if threading.current_thread() is not threading.main_thread():
@@ -158,8 +159,14 @@ def handling_signals() -> Iterator[None]:
         return
     handlers, outer = _Handlers(), _active
     previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    signal.signal(signal.SIGINT, handlers.on_sigint)
-    signal.signal(signal.SIGTERM, handlers.on_sigterm)
+    for signum, handler in (
+        (signal.SIGINT, handlers.on_sigint),
+        (signal.SIGTERM, handlers.on_sigterm),
+    ):
+        if (
+            previous[signum] is not signal.SIG_IGN
+        ):  # ignored by the parent (nohup, `cmd &`): so be it
+            signal.signal(signum, handler)
     _active = handlers
     try:
         yield

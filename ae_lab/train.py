@@ -11,6 +11,7 @@ How a run ends (see :mod:`ae_lab.errors` for the exit statuses):
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import json
@@ -19,7 +20,7 @@ import math
 import shlex
 import signal
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -146,20 +147,33 @@ def run(cfg: DictConfig) -> dict[str, float]:
 def fit(trainer: L.Trainer, model: L.LightningModule, datamodule: Any, cfg: DictConfig) -> None:
     """``trainer.fit``; a signal ends it with RunInterrupted, saying what was saved and how to resume."""
     try:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-    except (KeyboardInterrupt, SystemExit) as stop:  # SIGTERMException is a SystemExit
-        signum = interrupts.received()
-        if signum is None and not isinstance(stop, KeyboardInterrupt):
-            raise  # an exit that no signal asked for
-        raise RunInterrupted(
-            _stopped_in_fit(trainer, cfg, signum or signal.SIGINT), signum or signal.SIGINT
-        ) from None
+        with _signals_end_the_run(
+            during=lambda signum: _stopped_in_fit(trainer, cfg, signum),
+            after=lambda signum: _stopped_after_fit(trainer, cfg, signum),
+        ):
+            trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     except OSError as error:
         if error.errno not in DISK_FULL:
             raise
         raise RunFailed(_disk_full(trainer, cfg, error)) from None
-    if (signum := interrupts.received()) is not None:  # arrived as the fit ended: it is complete
-        raise RunInterrupted(_stopped_after_fit(trainer, cfg, signum), signum)
+
+
+@contextlib.contextmanager
+def _signals_end_the_run(
+    during: Callable[[int], str], after: Callable[[int], str]
+) -> Iterator[None]:
+    """A signal (see :mod:`ae_lab.interrupts`) ends the run with RunInterrupted: ``during(signum)``
+    describes a stop inside the block, ``after(signum)`` one that arrived as it completed."""
+    try:
+        yield
+    except (KeyboardInterrupt, SystemExit) as stop:  # Lightning ends both in a SystemExit
+        signum = interrupts.received()
+        if signum is None and not isinstance(stop, KeyboardInterrupt):
+            raise  # an exit that no signal asked for
+        signum = signum or signal.SIGINT
+        raise RunInterrupted(during(signum), signum) from None
+    if (signum := interrupts.received()) is not None:
+        raise RunInterrupted(after(signum), signum)
 
 
 def _disk_full(trainer: L.Trainer, cfg: DictConfig, error: OSError) -> str:
@@ -243,24 +257,13 @@ def evaluate(
     best = trainer.checkpoint_callback
     weights = "best" if isinstance(best, ModelCheckpoint) and best.best_model_path else None
     metrics: dict[str, Any] = {}
-    try:
-        with isolate_rng():
-            torch.manual_seed(cfg.get("seed") or 0)
-            for results in (
-                trainer.validate(model, datamodule=datamodule, ckpt_path=weights, verbose=False),
-                trainer.test(model, datamodule=datamodule, ckpt_path=weights, verbose=False),
-            ):
-                for result in results:
+    stopped = functools.partial(_stopped_after_fit, trainer, cfg)
+    with isolate_rng():
+        torch.manual_seed(cfg.get("seed") or 0)
+        for stage in (trainer.validate, trainer.test):
+            with _signals_end_the_run(during=stopped, after=stopped):
+                for result in stage(model, datamodule=datamodule, ckpt_path=weights, verbose=False):
                     metrics.update(result)
-    except (KeyboardInterrupt, SystemExit) as stop:
-        signum = interrupts.received()
-        if signum is None and not isinstance(stop, KeyboardInterrupt):
-            raise
-        raise RunInterrupted(
-            _stopped_after_fit(trainer, cfg, signum or signal.SIGINT), signum or signal.SIGINT
-        ) from None
-    if (signum := interrupts.received()) is not None:
-        raise RunInterrupted(_stopped_after_fit(trainer, cfg, signum), signum)
     metrics = _numbers(metrics)
     broken = sorted(k for k, v in metrics.items() if v is None and k.endswith("loss"))
     if broken:
