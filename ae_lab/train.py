@@ -86,7 +86,11 @@ def _callbacks(cfg: DictConfig) -> list[L.Callback]:
 def _plugins(cfg: DictConfig) -> list[Any]:
     """``trainer.plugins``, plus atomic checkpoint writes unless a CheckpointIO is given."""
     given = cfg.trainer.get("plugins")
-    plugins = list(instantiate(given)) if given else []
+    if not given:
+        plugins = []
+    else:
+        plugins = instantiate(given, _convert_="all")
+        plugins = list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
     if not any(isinstance(plugin, CheckpointIO) for plugin in plugins):
         plugins.append(AtomicCheckpointIO())
     return plugins
