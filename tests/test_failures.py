@@ -19,7 +19,7 @@ from ae_lab.errors import RunFailed, RunInterrupted
 from ae_lab.train import run
 from tests.conftest import REPO, TINY_RUN
 
-FAST = ["callbacks=none", "logger=none", *TINY_RUN[1:6]]  # 2 batches, no figures
+FAST = ["callbacks=none", "logger=none", *TINY_RUN[:6]]  # 1 epoch of 2 batches, no figures
 
 
 def finite(path: Path) -> bool:

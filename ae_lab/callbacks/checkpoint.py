@@ -31,6 +31,7 @@ from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
@@ -53,6 +54,7 @@ class ResumableCheckpoint(ModelCheckpoint):
         self.interrupt_path: str | None = None
         self.refused: RunFailed | None = None
         self._training = False
+        self._loading_to_fit = True
 
     @property
     def state_key(self) -> str:
@@ -77,7 +79,15 @@ class ResumableCheckpoint(ModelCheckpoint):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
     # ---- the best across directories -----------------------------------------------------------
+    def on_load_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        # Lightning calls this just before load_state_dict, also when validate/test load weights
+        self._loading_to_fit = trainer.state.fn == TrainerFn.FITTING
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if not self._loading_to_fit:
+            return  # evaluating a checkpoint's weights: what this run knows of its files stands
         earlier = state_dict.get("dirpath", self.dirpath)
         if self.dirpath is None or earlier == self.dirpath:
             super().load_state_dict(state_dict)

@@ -24,6 +24,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.trainer.states import TrainerFn
 
 
 def capture(device: torch.device | None = None) -> dict[str, Any]:
@@ -63,6 +64,7 @@ class RandomState(L.Callback):
         super().__init__()
         self._device: torch.device | None = None
         self._pending: dict[str, Any] | None = None  # loaded, to restore at on_train_start
+        self._loading_to_fit = True
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self._device = trainer.strategy.root_device
@@ -72,8 +74,15 @@ class RandomState(L.Callback):
         # its sanity check) passes them on unchanged.
         return self._pending if self._pending is not None else capture(self._device)
 
+    def on_load_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        # Lightning calls this just before load_state_dict, also when validate/test load weights
+        self._loading_to_fit = trainer.state.fn == TrainerFn.FITTING
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._pending = state_dict
+        if self._loading_to_fit:  # evaluations draw from their own seeded generators
+            self._pending = state_dict
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._pending is not None:

@@ -70,10 +70,13 @@ class ImageArrayDataModule(L.LightningDataModule):
     def _batches(self, split: str, train: bool) -> Batches:
         self.setup()
         trainer = self.trainer
+        # trainer.overfit_batches wants the same few batches every epoch, as Lightning does by
+        # swapping a DataLoader's sampler for a sequential one
+        overfit = trainer is not None and trainer.overfit_batches > 0
         return Batches(
             self.splits[split],
             self.batch_size,
-            shuffle=train,
+            shuffle=train and not overfit,
             drop_last=train,
             seed=self.seed,
             rank=trainer.global_rank if trainer is not None else 0,

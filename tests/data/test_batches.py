@@ -1,5 +1,7 @@
 """The batches of a split: order from (seed, epoch) only, DDP shards, drop_last, mid-epoch resume."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -121,3 +123,13 @@ def test_the_datamodule_serves_batches_for_its_rank(mnist_root):
     assert isinstance(train, Batches) and train.shuffle and train.drop_last and train.seed == 2
     assert not dm.val_dataloader().shuffle
     assert sum(len(labels) for _, labels in dm.test_dataloader()) == dm.split_size("test")
+
+
+def test_overfit_batches_keeps_the_same_batches_every_epoch(mnist_root):
+    from ae_lab.data import MNISTDataModule
+
+    dm = MNISTDataModule(str(mnist_root), batch_size=50)
+    dm.trainer = SimpleNamespace(overfit_batches=2, global_rank=0, world_size=1,
+                                 accelerator=None, current_epoch=0)  # fmt: skip
+    train = dm.train_dataloader()
+    assert rows(train, epoch=0) == rows(train, epoch=1)
