@@ -114,7 +114,6 @@ RULES: dict[str, Range] = {
     "data.batch_size": AT_LEAST_1,
     "data.val_fraction": FRACTION,
     "data.test_fraction": FRACTION,
-    "data.num_workers": AT_LEAST_0,
     "data.cache_workers": AT_LEAST_1,
     "data.crop": AT_LEAST_1,
     "model.latent_dim": Range(1, special={None: "as wide as the input"}),

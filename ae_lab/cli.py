@@ -144,9 +144,12 @@ def say(message: str) -> None:
 
 
 def exit_with(exc: BaseException) -> NoReturn:
-    """Print the one ``error:`` line of a user-facing exception and exit with its status."""
+    """Print the ``error:`` line of a user-facing exception and exit with its status. A run that
+    failed or was stopped may add lines after it (the command that resumes it, on its own line to
+    copy); a bad setting is always one line."""
     failure = Failure.of(exc)
-    say(failure.error)
+    inner = unwrap(exc)
+    say(str(inner).strip() if isinstance(inner, (RunFailed, RunInterrupted)) else failure.error)
     sys.exit(failure.exit_code)
 
 

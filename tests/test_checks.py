@@ -66,8 +66,10 @@ BAD = [
     (["trainer.devices=-2"], "trainer.devices=-2: must be >= 1, or -1 (all), or 'auto'"),
     (["model=vae", "model.beta=-1"], "model.beta=-1: must be >= 0"),
     (["model=denoising_ae", "model.corruption.p=1.5"], "model.corruption.p=1.5"),
-    (["data.binarize=maybe"], "data.binarize='maybe': must be one of 'threshold', 'stochastic' or true or false"),
-    (["data.num_workers=-1"], "data.num_workers=-1: must be >= 0"),
+    (
+        ["data.binarize=maybe"],
+        "data.binarize='maybe': must be one of 'threshold', 'stochastic' or true or false",
+    ),
     (["seed=-1"], "seed=-1: must be >= 0 and <= 4294967295"),
     (["matmul_precision=ultra"], "matmul_precision='ultra': must be one of 'highest'"),
     (["callbacks.latent_interpolation.every_n_epochs=0"], "every_n_epochs=0: must be >= 1"),

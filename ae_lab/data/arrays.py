@@ -39,21 +39,24 @@ class IndexedImages(Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitems__(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    @property
+    def device(self) -> torch.device:
+        """Where the images live (the CPU for a memory map); ``take`` wants its index there."""
+        return self.images.device if isinstance(self.images, torch.Tensor) else torch.device("cpu")
+
+    def take(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(images[index], labels[index])`` for an int64 ``index`` on :attr:`device` (where the
+        labels live too)."""
         if isinstance(self.images, torch.Tensor):
-            index = torch.as_tensor(indices, dtype=torch.long)
             return self.images[index], self.labels[index]
-        index = np.asarray(indices, dtype=np.int64)
-        return torch.from_numpy(self.images[index]), self.labels[torch.from_numpy(index)]
+        return torch.from_numpy(self.images[index.numpy()]), self.labels[index]
+
+    def __getitems__(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.take(torch.as_tensor(indices, dtype=torch.long, device=self.device))
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         images, labels = self.__getitems__([index])
         return images[0], labels[0]
-
-
-def keep_batch(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """``collate_fn`` for :class:`IndexedImages`: the batch is already stacked."""
-    return batch
 
 
 def seeded_split(n: int, fractions: Sequence[float], seed: int) -> list[torch.Tensor]:

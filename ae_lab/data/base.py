@@ -1,8 +1,11 @@
 """The DataModule base for every dataset: uint8 image arrays per split, batches by indexing.
 
 Subclasses implement ``prepare_data`` (find, download or cache the files) and ``load_splits``
-(return the ``train``/``val``/``test`` arrays). Batches travel to the device as uint8 (a quarter of
-the bytes of float32) and become floats in ``[0, 1]`` there, in ``on_after_batch_transfer``.
+(return the ``train``/``val``/``test`` arrays). Each split is batched by
+:class:`~ae_lab.data.batches.Batches` (no DataLoader: a batch is one index of the array, and the
+training order depends only on the seed and the epoch, so a resumed run sees the same batches).
+Batches travel to the device as uint8 (a quarter of the bytes of float32) and become floats in
+``[0, 1]`` there, in ``on_after_batch_transfer``.
 
 The small API the figure callbacks use: ``image_shape``, ``sample_batch`` and ``class_names``.
 """
@@ -15,9 +18,9 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.accelerators import CUDAAccelerator
-from torch.utils.data import DataLoader
 
-from ae_lab.data.arrays import IndexedImages, keep_batch
+from ae_lab.data.arrays import IndexedImages
+from ae_lab.data.batches import Batches
 
 BINARIZE = {False: None, None: None, True: "threshold", "threshold": "threshold",
             "stochastic": "stochastic"}  # fmt: skip
@@ -31,9 +34,9 @@ class ImageArrayDataModule(L.LightningDataModule):
     batch_size: images per batch (per device under DDP).
     val_fraction: share of the training images held out for validation (when the dataset has
         no official validation split).
-    seed: seeds the split, so it is the same on every run and every DDP rank (``None``, as in a
-        ``seed=null`` run, splits as 0 does: val and test stay comparable across runs).
-    num_workers: DataLoader workers; 0 is right for in-memory arrays.
+    seed: seeds the split and the training order (a permutation per epoch), so both are the same
+        on every run and every DDP rank (``None``, as in a ``seed=null`` run, acts as 0 does: val
+        and test stay comparable across runs).
     binarize: pixels to {0, 1} for a Bernoulli likelihood: ``false``; ``threshold`` (or ``true``):
         at 0.5; ``stochastic``: each pixel drawn once from Bernoulli(intensity) with a fixed seed,
         as the literature's binarised MNIST (Larochelle's) was made.
@@ -47,7 +50,6 @@ class ImageArrayDataModule(L.LightningDataModule):
         batch_size: int = 128,
         val_fraction: float = 0.1,
         seed: int | None = 0,
-        num_workers: int = 0,
         binarize: bool | Literal["threshold", "stochastic"] = False,
     ) -> None:
         super().__init__()
@@ -55,7 +57,6 @@ class ImageArrayDataModule(L.LightningDataModule):
         self.batch_size = int(batch_size)
         self.val_fraction = float(val_fraction)
         self.seed = int(seed) if seed is not None else 0
-        self.num_workers = int(num_workers)
         self.binarize = BINARIZE.get(binarize, binarize)
         if self.binarize not in BINARIZE.values():
             raise ValueError(
@@ -81,29 +82,35 @@ class ImageArrayDataModule(L.LightningDataModule):
             }
         self.splits = {name: IndexedImages(*loaded[name]) for name in SPLITS}
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+    def _batches(self, split: str, train: bool) -> Batches:
         self.setup()
         trainer = self.trainer
-        pin = trainer is not None and isinstance(trainer.accelerator, CUDAAccelerator)
-        return DataLoader(
+        # trainer.overfit_batches wants the same few batches every epoch, as Lightning does by
+        # swapping a DataLoader's sampler for a sequential one
+        overfit = trainer is not None and trainer.overfit_batches > 0
+        return Batches(
             self.splits[split],
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            drop_last=shuffle and len(self.splits[split]) > self.batch_size,
-            collate_fn=keep_batch,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            pin_memory=pin,
+            self.batch_size,
+            shuffle=train and not overfit,
+            drop_last=train,
+            seed=self.seed,
+            rank=trainer.global_rank if trainer is not None else 0,
+            world_size=trainer.world_size if trainer is not None else 1,
+            epoch=self._current_epoch,
+            pin_memory=trainer is not None and isinstance(trainer.accelerator, CUDAAccelerator),
         )
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+    def _current_epoch(self) -> int:
+        return self.trainer.current_epoch if self.trainer is not None else 0
 
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
+    def train_dataloader(self) -> Batches:
+        return self._batches("train", train=True)
 
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+    def val_dataloader(self) -> Batches:
+        return self._batches("val", train=False)
+
+    def test_dataloader(self) -> Batches:
+        return self._batches("test", train=False)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         images, labels = batch

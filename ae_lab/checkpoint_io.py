@@ -1,0 +1,32 @@
+"""Checkpoints written atomically: ``best-*.ckpt`` and ``last.ckpt`` are whole files or absent.
+
+Lightning's own :class:`~lightning.pytorch.plugins.io.TorchCheckpointIO` writes a local file in
+place through an fsspec "transaction" (a temporary file in ``/tmp`` then a move, which crosses file
+systems and so copies, without ``fsync``): a full disk or a kill can leave a truncated file under
+the real name. This plugin writes local checkpoints through :func:`ae_lab.atomic.atomic_write`
+instead; remote URLs (``s3://``...) keep Lightning's path.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import fsspec.utils
+import torch
+from lightning.fabric.utilities.types import _PATH
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from ae_lab.atomic import atomic_write
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """``torch.save`` into a temporary file beside the target, ``fsync``, then ``os.replace``."""
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None
+    ) -> None:
+        if storage_options is not None or fsspec.utils.get_protocol(str(path)) != "file":
+            super().save_checkpoint(checkpoint, path, storage_options)
+            return
+        with atomic_write(path, "wb") as file:
+            torch.save(checkpoint, file)

@@ -1,0 +1,123 @@
+"""What a run tells TensorBoard beyond Lightning's curves, so that the runs of a sweep compare:
+
+* the run's **name** says what differs: a sweep job's event files go in
+  ``tensorboard/<its overrides>/`` (``model=vae,model.beta=4``), a plain run's in ``tensorboard/``
+  (its path already says its task and time);
+* **HParams**: the settings that were set on the command line or swept, and the model, data,
+  latent size, learning rate, batch size and seed, beside the final metrics (``test/…``, and the
+  validation metrics of the evaluated weights as ``final/val/…``, never on the ``val/…`` curves);
+* **Text**: the composed config and the command line that reproduces the run;
+* **images** already encoded (PNG, or an animated GIF, which TensorBoard plays).
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Mapping
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+#: Overrides that say where things are, not what was run: left out of run names and HParams.
+WHERE = ("data.root", "data.cache_dir", "paths.", "hydra.", "ckpt_path", "task_name")
+#: Settings every run's HParams show (name: dotted key in the config).
+CORE_SETTINGS = {
+    "latent_dim": "model.latent_dim",
+    "lr": "model.optimizer.lr",
+    "batch_size": "data.batch_size",
+    "seed": "seed",
+    "max_epochs": "trainer.max_epochs",
+}
+CHOSEN_GROUPS = ("model", "data", "experiment")
+MAX_NAME = 200  # characters of a run name (a path component is at most 255 bytes)
+
+
+def _key(override: str) -> str:
+    return override.lstrip("+~").split("=", 1)[0]
+
+
+def _is_where(override: str) -> bool:
+    key = _key(override)
+    return any(key == w or (w.endswith(".") and key.startswith(w)) for w in WHERE)
+
+
+def run_name(overrides: list[str]) -> str:
+    """The TensorBoard version (sub-folder) of a sweep job: its overrides, sorted, joined by
+    commas, without those that only say where files are; ``""`` when none is left."""
+    kept = sorted(o for o in overrides if not _is_where(o))
+    name = ",".join(kept).replace("..", "__")
+    return name if len(name) <= MAX_NAME else name[: MAX_NAME - 1] + "…"
+
+
+def _scalar(value: Any) -> int | float | str | bool:
+    if isinstance(value, (bool, int, float, str)):
+        return value
+    return "null" if value is None else str(value)
+
+
+def hparams(cfg: DictConfig, overrides: list[str], choices: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings HParams shows for a run: the chosen model/data/experiment, the core settings,
+    and every override (``key=value``, as given) that is not about where files are."""
+    params: dict[str, Any] = {
+        group: _scalar(choices.get(group)) for group in CHOSEN_GROUPS if group in choices
+    }
+    for name, key in CORE_SETTINGS.items():
+        params[name] = _scalar(OmegaConf.select(cfg, key, default=None))
+    for override in overrides:
+        if not _is_where(override) and "=" in override:
+            key, value = override.split("=", 1)
+            params.setdefault(key.lstrip("+~"), _scalar(value))
+    return params
+
+
+def final_metric_tags(metrics: Mapping[str, float | None]) -> dict[str, float]:
+    """metrics.json's numbers under the tags HParams reads: ``test/…`` as they are (logged once),
+    ``val/…`` as ``final/val/…`` (not onto the validation curves)."""
+    tags = {}
+    for key, value in metrics.items():
+        if value is None:
+            continue
+        tags[f"final/{key}" if key.startswith("val/") else key] = float(value)
+    return tags
+
+
+def write_hparams(
+    writer: Any, params: Mapping[str, Any], metrics: Mapping[str, float], step: int
+) -> None:
+    """The HParams plugin's summaries for this run, and the metrics as scalars at ``step``.
+
+    ``writer`` is a ``torch.utils.tensorboard.SummaryWriter`` (a TensorBoardLogger's
+    ``experiment``)."""
+    from torch.utils.tensorboard.summary import hparams as hparams_summaries
+
+    experiment, start, end = hparams_summaries(dict(params), dict(metrics))
+    file_writer = writer._get_file_writer()
+    for summary in (experiment, start, end):
+        file_writer.add_summary(summary)
+    for tag, value in metrics.items():
+        writer.add_scalar(tag, value, step)
+
+
+def command_line(overrides: list[str], script: str = "train.py") -> str:
+    return " ".join(["python", script, *map(shlex.quote, overrides)])
+
+
+def write_text(writer: Any, cfg: DictConfig, overrides: list[str]) -> None:
+    """The composed config (YAML) and the command line, in TensorBoard's Text tab."""
+    yaml = OmegaConf.to_yaml(cfg, resolve=True)
+    indent = "\n".join("    " + line for line in yaml.splitlines())  # Markdown code block
+    writer.add_text("run/command", f"    {command_line(overrides)}", 0)
+    writer.add_text("run/config", indent, 0)
+
+
+def write_encoded_image(
+    writer: Any, tag: str, data: bytes, height: int, width: int, step: int
+) -> None:
+    """Already-encoded PNG or GIF bytes as a TensorBoard image (a GIF plays as an animation);
+    ``add_image`` would decode and encode again, which costs more than drawing the figure."""
+    from tensorboard.compat.proto.summary_pb2 import Summary
+
+    image = Summary.Image(height=height, width=width, colorspace=3, encoded_image_string=data)
+    writer._get_file_writer().add_summary(
+        Summary(value=[Summary.Value(tag=tag, image=image)]), step
+    )

@@ -1,0 +1,45 @@
+"""Callbacks that make faults happen at a chosen point of a run, added to a composed config as
+``+callbacks.<name>._target_=tests.helpers.callbacks.<Class>``."""
+
+from __future__ import annotations
+
+import os
+
+import lightning as L
+import torch
+
+
+class SignalAt(L.Callback):
+    """Send ``signum`` to this process ``times`` times when training batch ``batch`` of epoch
+    ``epoch`` starts (or, with ``in_validation``, when that validation batch starts)."""
+
+    def __init__(
+        self, epoch: int, batch: int, signum: int = 15, times: int = 1, in_validation: bool = False
+    ) -> None:
+        self.epoch, self.batch, self.signum = epoch, batch, signum
+        self.times, self.in_validation = times, in_validation
+
+    def _maybe_signal(self, trainer: L.Trainer, batch_idx: int) -> None:
+        if trainer.current_epoch == self.epoch and batch_idx == self.batch:
+            for _ in range(self.times):
+                os.kill(os.getpid(), self.signum)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if not self.in_validation:
+            self._maybe_signal(trainer, batch_idx)
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        if self.in_validation and not trainer.sanity_checking:
+            self._maybe_signal(trainer, batch_idx)
+
+
+class PoisonWeights(L.Callback):
+    """Turn one weight into NaN when epoch ``epoch`` starts: the next loss is NaN."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == self.epoch:
+            with torch.no_grad():
+                next(pl_module.parameters()).view(-1)[0] = float("nan")

@@ -1,0 +1,172 @@
+"""Resume is exact: stopped and resumed from last.ckpt (at an epoch's end, in the middle of one,
+or during a validation), a run ends with the weights, best checkpoint and metrics.json of a run
+that never stopped; for a deterministic AE, a VAE (noise in its objective) and a denoising model
+(random corruption, and its figure draws some too)."""
+
+import json
+import logging
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from ae_lab.callbacks import ResumableCheckpoint
+from ae_lab.errors import RunInterrupted
+from ae_lab.train import run
+from tests.conftest import TINY_RUN
+
+EPOCHS = 2
+BATCHES = 4  # per epoch
+
+
+def common(model: str, mnist_root: Path) -> list[str]:
+    # the denoising panel draws corruption noise too, between the epochs
+    panel = ["+callbacks.denoising._target_=ae_lab.callbacks.DenoisingPanel"]
+    return [
+        f"model={model}",
+        f"data.root={mnist_root}",
+        "logger=none",
+        "callbacks=none",
+        *(panel if model == "denoising_ae" else []),
+        *TINY_RUN[1:6],
+        f"trainer.limit_train_batches={BATCHES}",
+        f"trainer.max_epochs={EPOCHS}",
+    ]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, mnist_root):
+    """Each model trained for EPOCHS epochs without a stop (shared by the tests below)."""
+    from tests.conftest import compose_config
+
+    made = {}
+
+    def get(model: str) -> Path:
+        if model not in made:
+            out = tmp_path_factory.mktemp(f"uninterrupted_{model}")
+            run(compose_config(common(model, mnist_root), out))
+            made[model] = out
+        return made[model]
+
+    return get
+
+
+def checkpoint(run_dir: Path, name: str = "last.ckpt") -> dict:
+    return torch.load(run_dir / "checkpoints" / name, weights_only=True)
+
+
+def best_of(run_dir: Path) -> tuple[str, float]:
+    (state,) = [v for k, v in checkpoint(run_dir)["callbacks"].items() if "ModelCheckpoint" in k]
+    return Path(state["best_model_path"]).name, float(state["best_model_score"])
+
+
+def assert_same_run(resumed: Path, reference: Path) -> None:
+    ours, theirs = checkpoint(resumed), checkpoint(reference)
+    assert ours["global_step"] == theirs["global_step"] == EPOCHS * BATCHES  # last.ckpt is last
+    torch.testing.assert_close(ours["state_dict"], theirs["state_dict"])
+    torch.testing.assert_close(ours["optimizer_states"], theirs["optimizer_states"])
+    assert best_of(resumed) == best_of(reference)  # the best counts the epochs before the stop
+    metrics = json.loads((resumed / "metrics.json").read_text())
+    assert metrics == json.loads((reference / "metrics.json").read_text())
+
+
+@pytest.mark.parametrize("model", ["ae", "vae", "denoising_ae"])
+def test_resuming_after_an_epoch_equals_never_stopping(compose, tmp_path, mnist_root,
+                                                       uninterrupted, model):  # fmt: skip
+    first, second = tmp_path / "first", tmp_path / "second"
+    run(compose([*common(model, mnist_root), "trainer.max_epochs=1"], first))
+    last = first / "checkpoints" / "last.ckpt"
+    run(compose([*common(model, mnist_root), f"ckpt_path={last}"], second))
+    assert_same_run(second, uninterrupted(model))
+
+
+@pytest.mark.parametrize(
+    ("where", "saved_epoch"),
+    [
+        (["+callbacks.stop.batch=2"], 0),  # SIGTERM in the middle of epoch 0's training
+        (["+callbacks.stop.batch=0", "+callbacks.stop.in_validation=true"], 1),
+    ],
+    ids=["mid-epoch", "during-validation"],
+)
+def test_resuming_after_sigterm_equals_never_stopping(compose, tmp_path, mnist_root,
+                                                      uninterrupted, where, saved_epoch):  # fmt: skip
+    """The checkpoint saved at the signal resumes at the next batch: same weights, same noise.
+    A signal during a validation lets it finish (metrics, checkpoints), then stops."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    stop = ["+callbacks.stop._target_=tests.helpers.callbacks.SignalAt", "+callbacks.stop.epoch=0"]
+    with pytest.raises(RunInterrupted) as interrupted:
+        run(compose([*common("vae", mnist_root), *stop, *where], first))
+    assert interrupted.value.exit_code == 143
+    saved = checkpoint(first)
+    assert saved["epoch"] == saved_epoch
+    assert saved["global_step"] == (3 if saved_epoch == 0 else BATCHES)  # where it stopped
+    last = first / "checkpoints" / "last.ckpt"
+    run(compose([*common("vae", mnist_root), f"ckpt_path={last}"], second))
+    assert_same_run(second, uninterrupted("vae"))
+
+
+def test_evaluating_a_finished_run_again_reproduces_its_metrics(compose, tmp_path, mnist_root,
+                                                                uninterrupted):  # fmt: skip
+    """Resuming a finished run trains nothing and evaluates its best checkpoint (carried into the
+    new directory) with a seeded RNG: the VAE's noisy metrics come out the same."""
+    finished = uninterrupted("vae")
+    run(compose([*common("vae", mnist_root), f"ckpt_path={finished / 'checkpoints/last.ckpt'}"]))
+    again = tmp_path / "run"
+    assert json.loads((again / "metrics.json").read_text()) == json.loads(
+        (finished / "metrics.json").read_text()
+    )
+    best, _ = best_of(finished)
+    assert (again / "checkpoints" / best).read_bytes() == (
+        finished / "checkpoints" / best
+    ).read_bytes()
+
+
+# ---- the best across directories -----------------------------------------------------------------
+def earlier_state(dirpath: Path, scores: dict[str, float]) -> dict:
+    paths = {str(dirpath / name): torch.tensor(score) for name, score in scores.items()}
+    best = min(paths, key=paths.get)
+    return {"monitor": "val/loss", "dirpath": str(dirpath), "best_model_path": best,
+            "best_model_score": paths[best], "best_k_models": paths, "current_score": None,
+            "kth_best_model_path": max(paths, key=paths.get), "kth_value": max(paths.values()),
+            "last_model_path": str(dirpath / "last.ckpt")}  # fmt: skip
+
+
+def test_the_best_is_carried_into_a_new_directory(tmp_path):
+    old, new = tmp_path / "old", tmp_path / "new"
+    old.mkdir()
+    (old / "best-epoch003.ckpt").write_bytes(b"weights of epoch 3")
+    callback = ResumableCheckpoint(dirpath=new, monitor="val/loss", save_top_k=1)
+    callback.load_state_dict(earlier_state(old, {"best-epoch003.ckpt": 0.25}))
+    assert callback.best_model_score == pytest.approx(0.25)  # Lightning's own: None
+    assert callback.best_model_path == str(new / "best-epoch003.ckpt")
+    assert (new / "best-epoch003.ckpt").read_bytes() == b"weights of epoch 3"
+    assert (old / "best-epoch003.ckpt").read_bytes() == b"weights of epoch 3"  # untouched
+    assert callback.last_model_path == ""  # this run writes its own last.ckpt
+    # a later epoch must beat the earlier best to replace it
+    trainer = SimpleNamespace(
+        strategy=SimpleNamespace(reduce_boolean_decision=lambda d, all=True: d)
+    )
+    assert not callback.check_monitor_top_k(trainer, current=torch.tensor(0.3))
+    assert callback.check_monitor_top_k(trainer, current=torch.tensor(0.2))
+
+
+def test_a_best_checkpoint_that_is_gone_is_said_and_not_carried(tmp_path, caplog):
+    old, new = tmp_path / "old", tmp_path / "new"
+    old.mkdir()
+    (old / "best-epoch001.ckpt").write_bytes(b"epoch 1")
+    callback = ResumableCheckpoint(dirpath=new, monitor="val/loss", save_top_k=2)
+    with caplog.at_level(logging.WARNING):
+        callback.load_state_dict(
+            earlier_state(old, {"best-epoch000.ckpt": 0.1, "best-epoch001.ckpt": 0.2})
+        )
+    assert "best-epoch000.ckpt" in caplog.text and "is gone" in caplog.text
+    assert list(callback.best_k_models) == [str(new / "best-epoch001.ckpt")]
+    assert callback.best_model_score == pytest.approx(0.2)
+
+
+def test_resuming_in_the_same_directory_keeps_lightnings_behaviour(tmp_path):
+    callback = ResumableCheckpoint(dirpath=tmp_path, monitor="val/loss")
+    callback.load_state_dict(earlier_state(tmp_path, {"best-epoch000.ckpt": 0.5}))
+    assert callback.best_model_path == str(tmp_path / "best-epoch000.ckpt")
+    assert callback.last_model_path == str(tmp_path / "last.ckpt")
