@@ -131,7 +131,7 @@ RULES: dict[str, Range] = {
     "model.optimizer.weight_decay": AT_LEAST_0,
     "model.optimizer.momentum": AT_LEAST_0,
     "model.scheduler.max_lr": POSITIVE,
-    "callbacks.*.every_n_epochs": AT_LEAST_1,
+    "callbacks.*.every_n_epochs": Range(1, special={None: "about 10 draws over the run"}),
     "callbacks.*.num_examples": AT_LEAST_1,
     "callbacks.latent_interpolation.grid": AT_LEAST_1,
     "callbacks.latent_interpolation.steps": Range(2),

@@ -8,8 +8,8 @@ PNG/GIF files and log to TensorBoard.
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -42,26 +42,47 @@ def upscale(image: Array, factor: int) -> Array:
     return image.repeat(factor, axis=0).repeat(factor, axis=1)
 
 
-def weight_product_figure(product: Array, title: str = "") -> Array:
+def pool_max_abs(matrix: Array, factor: int) -> Array:
+    """``matrix`` shrunk by ``factor`` along both axes, each cell the entry of largest magnitude
+    in its ``factor x factor`` block (sign kept): a one-entry-wide diagonal stays a line."""
+    if factor <= 1:
+        return matrix
+    n, m = matrix.shape
+    padded = np.zeros((-(-n // factor) * factor, -(-m // factor) * factor), matrix.dtype)
+    padded[:n, :m] = matrix
+    blocks = padded.reshape(padded.shape[0] // factor, factor, padded.shape[1] // factor, factor)
+    blocks = blocks.transpose(0, 2, 1, 3).reshape(*blocks.shape[::2], factor * factor)
+    pick = np.abs(blocks).argmax(axis=-1)
+    return np.take_along_axis(blocks, pick[..., None], axis=-1)[..., 0]
+
+
+def weight_product_figure(product: Array, title: str = "", max_width: int | None = None) -> Array:
     """Heatmaps of ``W_dec W_enc``: raw (diverging colours) and clipped at 0, side by side.
 
     Each panel gets at least one screen pixel per matrix entry, so a one-pixel-wide diagonal
-    survives rendering instead of being resampled away.
+    survives rendering instead of being resampled away. With ``max_width`` (a TensorBoard card),
+    the figure is at most that wide and the matrix is max-|.|-pooled to fit its panels first
+    (:func:`pool_max_abs`), which keeps the diagonal.
     """
-    inches = max(5.0, 1.3 * product.shape[0] / 100)
+    size = product.shape[0]
+    if max_width is None:
+        inches = max(5.0, 1.3 * size / 100)
+    else:
+        inches = (max_width - 150) / 200  # two panels and their colour bars in max_width pixels
+        factor = math.ceil(size / (0.75 * inches * 100))  # a panel is ~3/4 of its share
+        product = pool_max_abs(product, factor)
+        if factor > 1:
+            title = f"{title}\n(each pixel: the largest |entry| of a {factor}x{factor} block)"
     fig = Figure(figsize=(2 * inches + 1.5, inches + 0.8), dpi=100)
     raw_ax, clipped_ax = fig.subplots(1, 2)
     limit = float(np.abs(product).max()) or 1.0
-    im = raw_ax.imshow(product, cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
+    shown = {"interpolation": "nearest", "extent": (0, size, size, 0)}  # axes in matrix indices
+    im = raw_ax.imshow(product, cmap="RdBu_r", vmin=-limit, vmax=limit, **shown)
     raw_ax.set_title("W2·W1")
     fig.colorbar(im, ax=raw_ax, fraction=0.046)
     clipped = np.clip(product, 0, None)
     im = clipped_ax.imshow(
-        clipped,
-        cmap="viridis",
-        vmin=0,
-        vmax=max(float(clipped.max()), 1e-12),
-        interpolation="nearest",
+        clipped, cmap="viridis", vmin=0, vmax=max(float(clipped.max()), 1e-12), **shown
     )
     clipped_ax.set_title("max(W2·W1, 0)")
     fig.colorbar(im, ax=clipped_ax, fraction=0.046)
@@ -69,7 +90,7 @@ def weight_product_figure(product: Array, title: str = "") -> Array:
         ax.set_xlabel("input pixel")
         ax.set_ylabel("output pixel")
     if title:
-        fig.suptitle(title)
+        fig.suptitle(title, fontsize=10 if max_width else None)
     fig.tight_layout()
     return figure_to_array(fig)
 
@@ -203,15 +224,25 @@ def encode_png(image: Array) -> bytes:
     return buffer.getvalue()
 
 
-def save_gif(frames: Sequence[Array], path: str | Path, frame_ms: int = 60) -> Path:
-    """An endlessly looping animated GIF."""
+def encode_gif(frames: Sequence[Array], frame_ms: int = 60) -> bytes:
+    """An endlessly looping animated GIF of ``H x W x 3`` uint8 frames."""
     if len(frames) < 2:
         raise ValueError("a GIF needs at least two frames")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     grey = all((f[..., 0] == f[..., 1]).all() and (f[..., 1] == f[..., 2]).all() for f in frames)
     if grey:  # one channel: a grey palette, encoded five times faster than an adaptive RGB one
         frames = [frame[..., 0] for frame in frames]
     first, *rest = (Image.fromarray(frame) for frame in frames)
-    first.save(path, save_all=True, append_images=rest, duration=frame_ms, loop=0, optimize=False)
-    return path
+    buffer = io.BytesIO()
+    first.save(
+        buffer, format="GIF", save_all=True, append_images=rest, duration=frame_ms, loop=0,
+        optimize=False,
+    )  # fmt: skip
+    return buffer.getvalue()
+
+
+def fit_width(image: Array, width: int) -> Array:
+    """``image`` shrunk (area-averaged) to at most ``width`` pixels wide; as it is if narrower."""
+    if image.shape[1] <= width:
+        return image
+    height = max(1, round(image.shape[0] * width / image.shape[1]))
+    return np.asarray(Image.fromarray(image).resize((width, height), Image.Resampling.BOX))

@@ -2,19 +2,23 @@
 
 A subclass implements ``render(model, data) -> {key: image or frames}`` from the model's public API
 (:class:`~ae_lab.models.Autoencoder`) and the datamodule's (``sample_batch``, ``split_size``,
-``class_names``), so ``eval.py`` draws the same figures from a checkpoint: an ``H x W x 3``
-uint8 array becomes ``figures/<name>/<key>_epoch<NNN>.png``; a list of such arrays becomes an
-animated ``.gif`` beside it. Each is also logged to TensorBoard as the image ``<name>/<key>`` (for a
-GIF, the frame halfway along its forward pass).
+``class_names``), so ``eval.py`` draws the same figures from a checkpoint (:func:`save_figures`).
+An ``H x W x 3`` uint8 array becomes ``figures/<name>/<key>_epoch<NNN>.png``; a list of them an
+animated ``.gif`` beside it. Each is also logged to TensorBoard as the image ``<name>/<key>``, at
+most :data:`CARD_WIDTH` pixels wide so it is legible on a default card; a GIF is logged as the GIF
+itself, which TensorBoard plays.
 
-Drawing happens at the end of a validation epoch while fitting, on global rank 0 only, with the model in eval
-mode under ``torch.no_grad()``; train mode is restored afterwards. Inputs come from the
-datamodule's ``sample_batch`` with a fixed seed, so frames compare across epochs.
+Drawing happens at the end of a validation epoch while fitting, on global rank 0 only, with the
+model in eval mode under ``torch.no_grad()``; train mode is restored afterwards. Inputs come from
+the datamodule's ``sample_batch`` with a fixed seed, so frames compare across epochs. Left at
+``every_n_epochs: null``, a figure is drawn about ``frames_per_run`` times over the run (and always
+after the last epoch), so a short run still has frames to scrub through.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,11 +28,13 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info
-from tensorboard.compat.proto.summary_pb2 import Summary
 
-from ae_lab import viz
+from ae_lab import atomic, viz
+from ae_lab.tb_logging import write_encoded_image
 
 Rendered = dict[str, np.ndarray | list[np.ndarray]]
+#: widest image logged to TensorBoard (a default image card is about this wide)
+CARD_WIDTH = 800
 
 
 @contextlib.contextmanager
@@ -43,27 +49,51 @@ def evaluating(module: torch.nn.Module) -> Iterator[None]:
         module.train(was_training)
 
 
+def encoded(value: np.ndarray | list[np.ndarray], frame_ms: int) -> tuple[bytes, str]:
+    """``(bytes, suffix)``: a PNG of an image, a looping GIF of frames."""
+    if isinstance(value, list):
+        return viz.encode_gif(value, frame_ms), ".gif"
+    return viz.encode_png(value), ".png"
+
+
+def save_figures(
+    rendered: Rendered, folder: Path, frame_ms: int = 60, stamp: str = ""
+) -> list[Path]:
+    """Each rendered figure as ``folder/<key><stamp>.png`` (or ``.gif``), written atomically."""
+    paths = []
+    for key, value in rendered.items():
+        data, suffix = encoded(value, frame_ms)
+        paths.append(folder / f"{key}{stamp}{suffix}")
+        atomic.write_bytes(paths[-1], data)
+    return paths
+
+
 class FigureCallback(L.Callback):
     """Args:
-    every_n_epochs: draw after every n-th validation epoch (and always after the last).
+    every_n_epochs: draw after every n-th validation epoch (and always after the last); null:
+        about ``frames_per_run`` times over the run.
     num_examples: how many validation images the figure shows.
     seed: picks the validation images (and any noise) — fixed, so epochs compare.
     """
 
     name = "figure"
     frame_ms = 60  # duration of a GIF frame
+    frames_per_run = 10  # draws over a run when every_n_epochs is null
     #: what the model must support to draw this figure: a field of ``model.supports``
     #: (``prior``, ``corruption``, ``linear_map``), or None for every model
     needs: str | None = None
 
-    def __init__(self, every_n_epochs: int = 1, num_examples: int = 8, seed: int = 0) -> None:
+    def __init__(
+        self, every_n_epochs: int | None = None, num_examples: int = 8, seed: int = 0
+    ) -> None:
         super().__init__()
         for setting, value in (("every_n_epochs", every_n_epochs), ("num_examples", num_examples)):
-            if value < 1:
+            if value is not None and value < 1:
                 raise ValueError(f"callbacks.{self.name}.{setting} must be >= 1, got {value}")
-        self.every_n_epochs = int(every_n_epochs)
+        self.every_n_epochs = None if every_n_epochs is None else int(every_n_epochs)
         self.num_examples = int(num_examples)
         self.seed = int(seed)
+        self._every = self.every_n_epochs or 1
         self._told_skip = False
 
     # ---- to implement ------------------------------------------------------------------------
@@ -75,6 +105,10 @@ class FigureCallback(L.Callback):
     def render(self, model: L.LightningModule, data: L.LightningDataModule) -> Rendered:
         """The figure(s), drawn from ``model`` (in eval mode, under ``no_grad``) and ``data``."""
         raise NotImplementedError
+
+    def card_view(self, key: str, image: np.ndarray) -> np.ndarray:
+        """What TensorBoard shows of a still image: the image, shrunk to :data:`CARD_WIDTH`."""
+        return viz.fit_width(image, CARD_WIDTH)
 
     # ---- helpers for subclasses ----------------------------------------------------------------
     def examples(
@@ -92,10 +126,15 @@ class FigureCallback(L.Callback):
             return self.render(model, data)
 
     # ---- Lightning -----------------------------------------------------------------------------
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else None
+        auto = math.ceil(epochs / self.frames_per_run) if epochs else 1
+        self._every = self.every_n_epochs or auto
+
     def _due(self, trainer: L.Trainer) -> bool:
         epoch = trainer.current_epoch + 1
         last = trainer.max_epochs is not None and epoch >= trainer.max_epochs
-        return epoch % self.every_n_epochs == 0 or last or bool(trainer.fast_dev_run)
+        return epoch % self._every == 0 or last or bool(trainer.fast_dev_run)
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         fitting = trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking
@@ -107,35 +146,22 @@ class FigureCallback(L.Callback):
                 rank_zero_info(f"[{self.name}] not drawn: the model has no {needed}")
                 self._told_skip = True
             return
-        self._write(trainer, self.draw(pl_module, trainer.datamodule))
-
-    def _write(self, trainer: L.Trainer, rendered: Rendered) -> None:
+        rendered = self.draw(pl_module, trainer.datamodule)
         folder = Path(trainer.default_root_dir) / "figures" / self.name
-        folder.mkdir(parents=True, exist_ok=True)
-        stamp = f"epoch{trainer.current_epoch:03d}"
-        tensorboard = next(
-            (lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None
-        )
+        save_figures(rendered, folder, self.frame_ms, stamp=f"_epoch{trainer.current_epoch:03d}")
+        board = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
+        if board is not None:
+            self._log_cards(board.experiment, rendered, trainer.global_step)
+
+    def _log_cards(self, writer, rendered: Rendered, step: int) -> None:
         for key, value in rendered.items():
-            animated = isinstance(value, list)
-            # a GIF is previewed by its forward pass's midpoint (a quarter into the ping-pong loop)
-            preview = value[len(value) // 4] if animated else value
-            png = viz.encode_png(preview)
-            if animated:
-                viz.save_gif(value, folder / f"{key}_{stamp}.gif", frame_ms=self.frame_ms)
+            if isinstance(value, list):  # an animation: TensorBoard plays the GIF itself
+                frames = [viz.fit_width(frame, CARD_WIDTH) for frame in value]
+                data, shape = viz.encode_gif(frames, self.frame_ms), frames[0].shape
             else:
-                (folder / f"{key}_{stamp}.png").write_bytes(png)
-            if tensorboard is not None:
-                log_png(tensorboard, f"{self.name}/{key}", png, preview.shape, trainer.global_step)
-
-
-def log_png(logger: TensorBoardLogger, tag: str, png: bytes, shape: tuple, step: int) -> None:
-    """Log already-encoded PNG bytes as a TensorBoard image (``add_image`` would resample and
-    encode the array again, which costs more than drawing the figure)."""
-    height, width, channels = shape
-    image = Summary.Image(height=height, width=width, colorspace=channels, encoded_image_string=png)
-    summary = Summary(value=[Summary.Value(tag=tag, image=image)])
-    logger.experiment._get_file_writer().add_summary(summary, step)
+                card = self.card_view(key, value)
+                data, shape = viz.encode_png(card), card.shape
+            write_encoded_image(writer, f"{self.name}/{key}", data, shape[0], shape[1], step)
 
 
 def chunk_size(module: torch.nn.Module) -> int:

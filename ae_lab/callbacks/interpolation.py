@@ -23,6 +23,7 @@ class LatentInterpolation(FigureCallback):
     """
 
     name = "latent_interpolation"
+    frames_per_run = 5  # each grid GIF is ~1.5 MB
 
     def __init__(
         self, grid: int = 4, steps: int = 50, strip_columns: int = 10, frame_ms: int = 60, **kwargs

@@ -8,7 +8,7 @@ import math
 import torch
 
 from ae_lab import viz
-from ae_lab.callbacks.base import FigureCallback, Rendered, evaluating
+from ae_lab.callbacks.base import CARD_WIDTH, FigureCallback, Rendered, evaluating
 
 
 def identity_metrics(product: torch.Tensor, images: torch.Tensor) -> dict[str, float]:
@@ -61,10 +61,15 @@ class WeightProduct(FigureCallback):
 
     def render(self, model, data) -> Rendered:
         metrics = self.metrics(model, data, "val")
-        product = model.weight_product().float().cpu().numpy()
-        title = (
+        self._product = model.weight_product().float().cpu().numpy()
+        self._title = (
             f"identity error {metrics['identity_error']:.4f}, "
             f"mean diagonal {metrics['diag_mean']:.3f}, "
             f"mean |off-diagonal| {metrics['offdiag_abs_mean']:.2e}"
         )
-        return {"weight_product": viz.weight_product_figure(product, title)}
+        return {"weight_product": viz.weight_product_figure(self._product, self._title)}
+
+    def card_view(self, key, image):
+        """The heatmap drawn again to fit a card, pooled so the diagonal stays visible (shrinking
+        the full-size image would average the one-pixel diagonal away)."""
+        return viz.weight_product_figure(self._product, self._title, max_width=CARD_WIDTH)

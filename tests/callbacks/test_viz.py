@@ -71,11 +71,10 @@ def test_ping_pong_plays_forward_then_back():
     assert viz.ping_pong([0, 1, 2, 3]) == [0, 1, 2, 3, 2, 1]
 
 
-def test_gif_and_png_decode(tmp_path):
+def test_gif_and_png_decode():
     frames = [np.full((8, 8, 3), v, np.uint8) for v in (0, 120, 240)]
-    gif = viz.save_gif(frames, tmp_path / "a.gif")
-    with Image.open(gif) as image:
-        assert image.n_frames == 3 and image.info["loop"] == 0
+    with Image.open(io.BytesIO(viz.encode_gif(frames, frame_ms=90))) as image:
+        assert image.n_frames == 3 and image.info["loop"] == 0 and image.info["duration"] == 90
     png = Image.open(io.BytesIO(viz.encode_png(frames[1])))
     assert np.array_equal(np.asarray(png.convert("RGB")), frames[1])
 
@@ -87,3 +86,22 @@ def test_scatter_and_principal_axes():
     assert projected[:, 0].std() > 3 * projected[:, 1].std()
     image = viz.latent_scatter(projected, np.arange(100) % 10, [str(i) for i in range(10)], title)
     assert image.ndim == 3 and image.shape[2] == 3 and image.std() > 0
+
+
+def test_fit_width_shrinks_wide_images_only():
+    wide = np.zeros((100, 1600, 3), np.uint8)
+    assert viz.fit_width(wide, 800).shape == (50, 800, 3)
+    narrow = np.zeros((10, 20, 3), np.uint8)
+    assert viz.fit_width(narrow, 800) is narrow
+
+
+def test_a_card_sized_heatmap_keeps_the_diagonal():
+    """Shrunk for a TensorBoard card, the identity's one-pixel diagonal must still show."""
+    image = viz.weight_product_figure(np.eye(784), "identity", max_width=800)
+    assert image.shape[1] <= 800
+    panel = image[:, : int(0.4 * image.shape[1])].astype(int)  # the raw heatmap, left of its bar
+    red, green = panel[..., 0], panel[..., 1]
+    rows, cols = np.nonzero((red > 90) & (green < 60))  # the 1s: dark red on white (the 0s)
+    assert len(rows) > 100
+    slope = np.polyfit(cols, rows, 1)[0]
+    assert 0.8 < slope < 1.25  # the dark pixels lie on a line of slope one: the diagonal
