@@ -14,20 +14,21 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 #: Overrides that say where things are, not what was run: left out of run names and HParams.
 WHERE = ("data.root", "data.cache_dir", "paths.", "hydra.", "ckpt_path", "task_name")
-#: Settings every run's HParams show (name: dotted key in the config).
-CORE_SETTINGS = {
-    "latent_dim": "model.latent_dim",
-    "lr": "model.optimizer.lr",
-    "batch_size": "data.batch_size",
-    "seed": "seed",
-    "max_epochs": "trainer.max_epochs",
-}
+#: Settings every run's HParams show, beside the chosen model, data and experiment.
+CORE_SETTINGS = (
+    "model.latent_dim",
+    "model.optimizer.lr",
+    "data.batch_size",
+    "seed",
+    "trainer.max_epochs",
+)
 CHOSEN_GROUPS = ("model", "data", "experiment")
 MAX_NAME = 200  # characters of a run name (a path component is at most 255 bytes)
 
@@ -41,10 +42,30 @@ def _is_where(override: str) -> bool:
     return any(key == w or (w.endswith(".") and key.startswith(w)) for w in WHERE)
 
 
-def run_name(overrides: list[str]) -> str:
-    """The TensorBoard version (sub-folder) of a sweep job: its overrides, sorted, joined by
-    commas, without those that only say where files are; ``""`` when none is left."""
+def swept_keys(sweep_dir: str | Path) -> set[str]:
+    """The settings a sweep varies: those given as a sweep on its command line (``model=ae,vae``,
+    ``range(…)``, ``choice(…)``…) and the search space of a sweeper such as Optuna's, read from the
+    sweep's ``multirun.yaml`` (written before any job starts, whatever the launcher)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        master = OmegaConf.load(Path(sweep_dir) / "multirun.yaml")
+        given = list(OmegaConf.select(master, "hydra.overrides.task", default=[]) or [])
+        parsed = OverridesParser.create().parse_overrides(given)
+    except Exception:  # no readable record of the sweep: name the run by all its overrides
+        return set()
+    keys = {o.key_or_group for o in parsed if o.is_sweep_override()}
+    keys |= {str(k) for k in (OmegaConf.select(master, "hydra.sweeper.params") or {})}
+    return keys
+
+
+def run_name(overrides: list[str], swept: set[str] | None = None) -> str:
+    """The TensorBoard version (sub-folder) of a sweep job: its overrides of the ``swept``
+    settings (all of them when none is known), sorted, joined by commas, without those that only
+    say where files are; ``""`` when none is left."""
     kept = sorted(o for o in overrides if not _is_where(o))
+    if swept:
+        kept = [o for o in kept if _key(o) in swept] or kept
     name = ",".join(kept).replace("..", "__")
     return name if len(name) <= MAX_NAME else name[: MAX_NAME - 1] + "…"
 
@@ -61,12 +82,12 @@ def hparams(cfg: DictConfig, overrides: list[str], choices: Mapping[str, Any]) -
     params: dict[str, Any] = {
         group: _scalar(choices.get(group)) for group in CHOSEN_GROUPS if group in choices
     }
-    for name, key in CORE_SETTINGS.items():
-        params[name] = _scalar(OmegaConf.select(cfg, key, default=None))
-    for override in overrides:
-        if not _is_where(override) and "=" in override:
-            key, value = override.split("=", 1)
-            params.setdefault(key.lstrip("+~"), _scalar(value))
+    keys = [*CORE_SETTINGS, *(_key(o) for o in overrides if "=" in o and not _is_where(o))]
+    for key in keys:
+        if key in choices:  # a config group (model/corruption=masking): the option chosen
+            params[key] = _scalar(choices[key])
+        elif key not in params:
+            params[key] = _scalar(OmegaConf.select(cfg, key, default=None))
     return params
 
 

@@ -2,59 +2,51 @@
 
 How a run ends (see :mod:`ae_lab.errors` for the exit statuses):
 
-- it finishes: ``metrics.json`` holds the final val/test metrics of the best weights, all finite;
+- it finishes: ``metrics.json`` holds the final val/test metrics of the best weights, all finite,
+  and TensorBoard's HParams holds them beside the run's settings;
 - it diverges: :class:`~ae_lab.errors.RunFailed` (the guard, :mod:`ae_lab.callbacks.divergence`);
   no checkpoint of non-finite weights, no figure drawn from them, no ``metrics.json``;
 - a signal stops it (:mod:`ae_lab.interrupts`): :class:`~ae_lab.errors.RunInterrupted`, whose
-  message says what was saved and the command that resumes it.
+  message says what was saved and the command that resumes it (:mod:`ae_lab.stopping`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import functools
-import json
 import logging
-import math
-import shlex
-import signal
 import warnings
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
+from hydra.types import RunMode
+from hydra.utils import get_object, instantiate
 from lightning.fabric.plugins import CheckpointIO
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.utilities.seed import isolate_rng
+from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
-from ae_lab import atomic, interrupts
-from ae_lab.callbacks.checkpoint import ResumableCheckpoint
-from ae_lab.callbacks.divergence import DivergenceGuard
-from ae_lab.callbacks.graceful_stop import GracefulStop
-from ae_lab.callbacks.rng_state import RandomState
+from ae_lab import stopping, tb_logging
+from ae_lab.callbacks import DivergenceGuard, GracefulStop, RandomState, RunConfig
 from ae_lab.checkpoint_io import AtomicCheckpointIO
-from ae_lab.checks import build, check_checkpoint, check_config, check_splits, read_checkpoint
-from ae_lab.errors import RunFailed, RunInterrupted
+from ae_lab.checkpoints import check_checkpoint, read_checkpoint
+from ae_lab.checks import build, check_config, check_splits
+from ae_lab.errors import RunFailed
+from ae_lab.evaluate import evaluate_weights, write_metrics
 from ae_lab.run_dir import refuse_to_overwrite
 
 log = logging.getLogger(__name__)
 
-DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
-
-def _instantiate_all(group: DictConfig | None, name: str) -> list[Any]:
+def _instantiate_all(group: DictConfig | None, name: str, **kwargs: Any) -> list[Any]:
     """Every ``_target_`` entry of a dict-of-configs group (callbacks, loggers)."""
     if not group:
         return []
     return [
-        build(entry, f"{name}.{key}")
+        build(entry, f"{name}.{key}", **kwargs.get(key, {}))
         for key, entry in group.items()
         if entry and "_target_" in entry
     ]
@@ -69,23 +61,57 @@ def build_model(model_cfg: DictConfig, input_shape: tuple[int, ...]) -> L.Lightn
     return build(model_cfg, "model", input_shape=input_shape, _recursive_=False, _convert_="all")
 
 
-def _quiet_libraries() -> None:
+def _no_advert(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("💡 Tip")  # Lightning's advert for its cloud logger
+
+
+def quiet_libraries() -> None:
     """One copy of each log line (through Hydra's handlers: console and the run's log file), and
-    none of the deprecation notices that a user cannot act on."""
+    none of the notices that a user cannot act on (deprecations, Lightning's adverts)."""
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         logger = logging.getLogger(name)
         for handler in list(logger.handlers):
             if isinstance(handler, logging.StreamHandler):
                 logger.removeHandler(handler)
         logger.propagate = True
+    advertiser = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if _no_advert not in advertiser.filters:
+        advertiser.addFilter(_no_advert)
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+
+
+def hydra_job() -> tuple[list[str], dict[str, Any], bool]:
+    """The job's overrides, its group choices and whether it is a sweep job (none outside
+    Hydra)."""
+    if not HydraConfig.initialized():
+        return [], {}, False
+    hydra = HydraConfig.get()
+    overrides = list(hydra.overrides.task)
+    choices = {k: v for k, v in hydra.runtime.choices.items() if not k.startswith("hydra/")}
+    return overrides, choices, hydra.mode == RunMode.MULTIRUN
 
 
 def _callbacks(cfg: DictConfig) -> list[L.Callback]:
     """The configured callbacks, after those every run needs: the divergence guard first (it must
-    check before a figure draws or a checkpoint is saved), the random state, the graceful stop."""
-    fixed = [DivergenceGuard(), RandomState(), GracefulStop()]
+    check before a figure draws or a checkpoint is saved), the random state, the graceful stop and
+    the run's config kept in each checkpoint (for ``eval.py``)."""
+    _, choices, _ = hydra_job()
+    config = RunConfig(OmegaConf.to_yaml(cfg), {k: str(v) for k, v in choices.items()})
+    fixed = [DivergenceGuard(), RandomState(), GracefulStop(), config]
     return [*fixed, *_instantiate_all(cfg.get("callbacks"), "callbacks")]
+
+
+def _loggers(cfg: DictConfig) -> list[Any]:
+    """The configured loggers; a sweep job's TensorBoard events go in a folder named by its
+    overrides (``tensorboard/model=vae,model.beta=4/``), so its run says what differs."""
+    overrides, _, in_sweep = hydra_job()
+    versions = {}
+    for key, entry in (cfg.get("logger") or {}).items():
+        tensorboard = entry and str(entry.get("_target_", "")).endswith("TensorBoardLogger")
+        if tensorboard and in_sweep and not entry.get("version"):
+            swept = tb_logging.swept_keys(HydraConfig.get().sweep.dir)
+            versions[key] = {"version": tb_logging.run_name(overrides, swept)}
+    return _instantiate_all(cfg.get("logger"), "logger", **versions)
 
 
 def _plugins(cfg: DictConfig) -> list[Any]:
@@ -101,24 +127,42 @@ def _plugins(cfg: DictConfig) -> list[Any]:
     return plugins
 
 
-def interruptible(run_fn: Callable[[DictConfig], dict[str, float]]) -> Callable:
-    """Hold :func:`ae_lab.interrupts.handling_signals` for the whole run; a signal that arrives
-    before the fit (reading the data, building the model) ends it with RunInterrupted."""
+def _is_figure(target: Any) -> bool:
+    from ae_lab.callbacks import FigureCallback
 
-    @functools.wraps(run_fn)
-    def wrapper(cfg: DictConfig) -> dict[str, float]:
-        with interrupts.handling_signals():
-            try:
-                return run_fn(cfg)
-            except KeyboardInterrupt:  # Ctrl-C, or SIGTERM as interrupts.Terminated
-                signum = interrupts.received() or signal.SIGINT
-                raise RunInterrupted(
-                    f"stopped by {interrupts.NAMES[signum]} before training started; nothing "
-                    "was trained or saved.",
-                    signum,
-                ) from None
+    try:
+        found = get_object(str(target))
+    except Exception:  # the config check reports a target that cannot be imported
+        return False
+    return isinstance(found, type) and issubclass(found, FigureCallback)
 
-    return wrapper
+
+def prepare_data(cfg: DictConfig) -> L.LightningDataModule:
+    """The data module, its files found (downloaded, cached) and its splits checked."""
+    datamodule = build(cfg.data, "data")
+    datamodule.prepare_data()  # finds, downloads or caches the files; a short error when it cannot
+    check_splits(datamodule, cfg.data)
+    return datamodule
+
+
+def build_trainer(cfg: DictConfig, for_evaluation: bool = False) -> L.Trainer:
+    """The trainer of a run; ``for_evaluation``: one device, the figure callbacks only, no logger
+    and no checkpoints (``eval.py`` writes only into its own folder)."""
+    if for_evaluation:
+        figures = {
+            key: entry for key, entry in (cfg.get("callbacks") or {}).items()
+            if entry and _is_figure(entry.get("_target_"))
+        }  # fmt: skip
+        return build(cfg.trainer, "trainer", callbacks=_instantiate_all(figures, "callbacks"),
+                     logger=False, devices=1, num_nodes=1, strategy="auto",
+                     enable_checkpointing=False)  # fmt: skip
+    return build(
+        cfg.trainer,
+        "trainer",
+        callbacks=_callbacks(cfg),
+        logger=_loggers(cfg) or False,
+        plugins=_plugins(cfg),
+    )
 
 
 def setup(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.Trainer]:
@@ -133,184 +177,58 @@ def setup(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.
     if cfg.get("matmul_precision"):
         torch.set_float32_matmul_precision(cfg.matmul_precision)
 
-    datamodule = build(cfg.data, "data")
-    datamodule.prepare_data()  # finds, downloads or caches the files; a short error when it cannot
-    check_splits(datamodule, cfg.data)
+    datamodule = prepare_data(cfg)
     model = build_model(cfg.model, datamodule.image_shape)
     if saved is not None:
         check_checkpoint(saved, model)  # a checkpoint of this model and image size
-    trainer: L.Trainer = build(
-        cfg.trainer,
-        "trainer",
-        callbacks=_callbacks(cfg),
-        logger=_instantiate_all(cfg.get("logger"), "logger") or False,
-        plugins=_plugins(cfg),
-    )
-    return datamodule, model, trainer
+    return datamodule, model, build_trainer(cfg)
 
 
-@interruptible
-def run(cfg: DictConfig) -> dict[str, float]:
+def _tensorboard(trainer: L.Trainer) -> Any:
+    """The SummaryWriter of the run's TensorBoard logger, on global rank 0; None otherwise."""
+    if not trainer.is_global_zero:
+        return None
+    board = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
+    return board.experiment if board is not None else None
+
+
+@stopping.interruptible
+def run(cfg: DictConfig) -> dict[str, float | None]:
     """Train ``cfg.model`` on ``cfg.data`` and return the final val/test metrics."""
-    _quiet_libraries()
+    quiet_libraries()
     output_dir = Path(cfg.paths.output_dir)
     datamodule, model, trainer = setup(cfg)
-    for logger in trainer.loggers:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    overrides, choices, _ = hydra_job()
+    if (board := _tensorboard(trainer)) is not None:
+        tb_logging.write_text(board, cfg, overrides)
 
     fit(trainer, model, datamodule, cfg)
-    metrics = evaluate(trainer, model, datamodule, cfg)
+    best = trainer.checkpoint_callback
+    weights = "best" if isinstance(best, ModelCheckpoint) and best.best_model_path else None
+    metrics = evaluate_weights(
+        trainer, model, datamodule, seed=cfg.get("seed") or 0, ckpt_path=weights,
+        stopped=functools.partial(stopping.stopped_after_fit, trainer, cfg),
+    )  # fmt: skip
     if trainer.is_global_zero:
         write_metrics(output_dir, metrics)
+        if board is not None:
+            params = tb_logging.hparams(cfg, overrides, choices)
+            tags = tb_logging.final_metric_tags(metrics)
+            tb_logging.write_hparams(board, params, tags, step=trainer.global_step)
+            board.flush()
     return metrics
 
 
-# ---- fit ------------------------------------------------------------------------------------------
 def fit(trainer: L.Trainer, model: L.LightningModule, datamodule: Any, cfg: DictConfig) -> None:
-    """``trainer.fit``; a signal ends it with RunInterrupted, saying what was saved and how to resume."""
+    """``trainer.fit``; a signal ends it with RunInterrupted, saying what was saved and how to
+    resume; a full disk with RunFailed, naming the whole checkpoints kept."""
     try:
-        with _signals_end_the_run(
-            during=lambda signum: _stopped_in_fit(trainer, cfg, signum),
-            after=lambda signum: _stopped_after_fit(trainer, cfg, signum),
+        with stopping.signals_end_the_run(
+            during=lambda signum: stopping.stopped_in_fit(trainer, cfg, signum),
+            after=lambda signum: stopping.stopped_after_fit(trainer, cfg, signum),
         ):
             trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     except OSError as error:
-        if error.errno not in DISK_FULL:
+        if error.errno not in stopping.DISK_FULL:
             raise
-        raise RunFailed(_disk_full(trainer, cfg, error)) from None
-
-
-@contextlib.contextmanager
-def _signals_end_the_run(
-    during: Callable[[int], str], after: Callable[[int], str]
-) -> Iterator[None]:
-    """A signal (see :mod:`ae_lab.interrupts`) ends the run with RunInterrupted: ``during(signum)``
-    describes a stop inside the block, ``after(signum)`` one that arrived as it completed."""
-    try:
-        yield
-    except (KeyboardInterrupt, SystemExit) as stop:  # Lightning ends both in a SystemExit
-        signum = interrupts.received()
-        if signum is None and not isinstance(stop, KeyboardInterrupt):
-            raise  # an exit that no signal asked for
-        signum = signum or signal.SIGINT
-        raise RunInterrupted(during(signum), signum) from None
-    if (signum := interrupts.received()) is not None:
-        raise RunInterrupted(after(signum), signum)
-
-
-def _disk_full(trainer: L.Trainer, cfg: DictConfig, error: OSError) -> str:
-    kept = _kept_checkpoint(trainer, cfg)
-    where = f" writing {error.filename}" if error.filename else ""
-    if kept:
-        return (
-            f"no space left on the device{where}. The checkpoints written before are whole "
-            f"(every file is written to a temporary name first); the newest is {kept}. Free some "
-            f"space, then resume with:\n  {resume_command(cfg, kept)}"
-        )
-    return f"no space left on the device{where}; no checkpoint had been saved yet."
-
-
-def _stopped_in_fit(trainer: L.Trainer, cfg: DictConfig, signum: int) -> str:
-    callback = trainer.checkpoint_callback
-    resumable = isinstance(callback, ResumableCheckpoint)
-    if resumable and callback.refused is not None:  # the weights had diverged: no resume point
-        raise callback.refused
-    saved = callback.interrupt_path if resumable else None
-    done = trainer.fit_loop.epoch_loop.batch_progress.current.completed
-    where = (
-        f"in epoch {trainer.current_epoch} after step {trainer.global_step} "
-        f"({done} of its {trainer.num_training_batches} batches)"
-        if saved
-        else f"in epoch {trainer.current_epoch}, step {trainer.global_step}"
-    )
-    head = f"stopped by {interrupts.NAMES[signum]} {where}"
-    if saved:
-        return f"{head}; saved {saved}. Resume with:\n  {resume_command(cfg, saved)}"
-    earlier = _kept_checkpoint(trainer, cfg)
-    if earlier:
-        return (
-            f"{head}, without saving (stopped at once); the last checkpoint kept is {earlier}. "
-            f"Resume from it with:\n  {resume_command(cfg, earlier)}"
-        )
-    return f"{head}; no checkpoint had been saved yet. Start again with:\n  {resume_command(cfg, None)}"
-
-
-def _stopped_after_fit(trainer: L.Trainer, cfg: DictConfig, signum: int) -> str:
-    last = _kept_checkpoint(trainer, cfg)
-    again = f" Evaluate it with:\n  {resume_command(cfg, last)}" if last else ""
-    return (
-        f"stopped by {interrupts.NAMES[signum]} after training finished, before the final "
-        f"evaluation: the checkpoints are kept, metrics.json was not written.{again}"
-    )
-
-
-def _kept_checkpoint(trainer: L.Trainer, cfg: DictConfig) -> str | None:
-    """The newest checkpoint to resume from: this run's last.ckpt, else the one it resumed from."""
-    callback = trainer.checkpoint_callback
-    last = callback.last_model_path if isinstance(callback, ModelCheckpoint) else ""
-    if last and Path(last).is_file():
-        return last
-    return cfg.get("ckpt_path")
-
-
-def resume_command(cfg: DictConfig, ckpt_path: str | None) -> str:
-    """``python train.py <this run's overrides> ckpt_path=<ckpt_path>``."""
-    overrides = []
-    if HydraConfig.initialized():
-        overrides = [
-            o for o in HydraConfig.get().overrides.task
-            if o.lstrip("+~").split("=", 1)[0] != "ckpt_path"
-        ]  # fmt: skip
-    if ckpt_path:
-        overrides.append(f"ckpt_path={Path(ckpt_path).resolve()}")
-    return " ".join(["python train.py", *map(shlex.quote, overrides)])
-
-
-# ---- evaluate -------------------------------------------------------------------------------------
-def evaluate(
-    trainer: L.Trainer, model: L.LightningModule, datamodule: Any, cfg: DictConfig
-) -> dict[str, float | None]:
-    """Validate and test the same weights, the best checkpoint when there is one.
-
-    Seeded (``cfg.seed``, or 0) inside an isolated RNG: the same weights give the same metrics
-    whatever ran before them (one fit or a resumed one), and a later evaluation of the checkpoint
-    reproduces them.
-    """
-    best = trainer.checkpoint_callback
-    weights = "best" if isinstance(best, ModelCheckpoint) and best.best_model_path else None
-    metrics: dict[str, Any] = {}
-    stopped = functools.partial(_stopped_after_fit, trainer, cfg)
-    with isolate_rng():
-        torch.manual_seed(cfg.get("seed") or 0)
-        for stage in (trainer.validate, trainer.test):
-            with _signals_end_the_run(during=stopped, after=stopped):
-                for result in stage(model, datamodule=datamodule, ckpt_path=weights, verbose=False):
-                    metrics.update(result)
-    metrics = _numbers(metrics)
-    broken = sorted(k for k, v in metrics.items() if v is None and k.endswith("loss"))
-    if broken:
-        raise RunFailed(
-            f"the final evaluation of the {'best' if weights else 'last'} weights gave a "
-            f"non-finite {', '.join(broken)}; metrics.json was not written."
-        )
-    return metrics
-
-
-def _numbers(metrics: dict[str, Any]) -> dict[str, float | None]:
-    out = {}
-    for key, value in metrics.items():
-        number = float(value.item() if isinstance(value, torch.Tensor) else value)
-        out[key] = number if math.isfinite(number) else None  # JSON has no NaN or inf
-    return out
-
-
-def write_metrics(output_dir: Path, metrics: dict[str, float | None]) -> None:
-    """``metrics.json`` (written atomically: whole or absent), and the test metrics in the log."""
-    atomic.write_text(
-        output_dir / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True) + "\n"
-    )
-    shown = ", ".join(
-        f"{key} {value:.4g}" for key, value in sorted(metrics.items())
-        if key.startswith("test/") and value is not None
-    )  # fmt: skip
-    log.info("run directory: %s (%s)", output_dir, shown)
+        raise RunFailed(stopping.disk_full(trainer, cfg, error)) from None

@@ -47,13 +47,15 @@ def real_mnist() -> Path:
     return root
 
 
-def compose_config(overrides: list[str], output_dir: Path, conf: Path = CONF) -> DictConfig:
+def compose_config(
+    overrides: list[str], output_dir: Path, conf: Path = CONF, config_name: str = "train"
+) -> DictConfig:
     """The config ``python train.py <overrides>`` would run, with its run directory set to
     ``output_dir`` (the ``hydra`` node is removed, as in a job's ``cfg``); ``conf`` is the config
     tree (the project's own unless a test makes another)."""
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
-        cfg = hydra_compose("train", overrides=overrides, return_hydra_config=True)
+        cfg = hydra_compose(config_name, overrides=overrides, return_hydra_config=True)
     with open_dict(cfg):
         cfg.hydra.runtime.output_dir = str(output_dir)
         cfg.hydra.job.num = 0

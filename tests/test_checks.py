@@ -17,17 +17,8 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from ae_lab.checks import (
-    RULES,
-    build,
-    check_checkpoint,
-    check_config,
-    conforms,
-    describe,
-    read_checkpoint,
-    resolved,
-    select,
-)
+from ae_lab.checkpoints import check_checkpoint, read_checkpoint
+from ae_lab.checks import RULES, build, check_config, conforms, describe, resolved, select
 from ae_lab.errors import UserError
 from ae_lab.train import build_model, run
 from tests.conftest import CONF, TINY_RUN, compose_config

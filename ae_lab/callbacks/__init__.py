@@ -1,6 +1,6 @@
 """One small Callback per figure (the drawing itself lives in :mod:`ae_lab.viz`), and the ones that
 keep a run honest: the divergence guard, the random state, the graceful stop on a signal and the
-resumable checkpoint."""
+resumable checkpoint, and the run's config kept in its checkpoints."""
 
 from ae_lab.callbacks.base import FigureCallback
 from ae_lab.callbacks.checkpoint import ResumableCheckpoint
@@ -12,6 +12,7 @@ from ae_lab.callbacks.kl_per_unit import KLPerUnit
 from ae_lab.callbacks.latent_space import LatentSpace
 from ae_lab.callbacks.reconstructions import Reconstructions
 from ae_lab.callbacks.rng_state import RandomState
+from ae_lab.callbacks.run_config import RunConfig
 from ae_lab.callbacks.samples import PriorSamples
 from ae_lab.callbacks.weight_product import WeightProduct
 
@@ -27,5 +28,6 @@ __all__ = [
     "RandomState",
     "Reconstructions",
     "ResumableCheckpoint",
+    "RunConfig",
     "WeightProduct",
 ]

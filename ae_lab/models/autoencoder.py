@@ -154,6 +154,8 @@ class Autoencoder(L.LightningModule):
         if self.supports.prior:
             metrics["test_active_units"] = ActiveUnits(self.latent_dim)
         self.metrics = torch.nn.ModuleDict(metrics)
+        # the epoch's summed training loss and image count (reset at each epoch's start)
+        self._epoch_loss, self._epoch_images = torch.zeros(()), 0
 
     def _is_linear(self) -> bool:
         return (
@@ -246,18 +248,47 @@ class Autoencoder(L.LightningModule):
         return slice(0, self.latent_dim)
 
     # ---- Lightning -----------------------------------------------------------------------------
-    def _step(self, batch: Any, stage: str) -> torch.Tensor:
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x = batch[0]
+        terms = self.objective(x)
+        loss = terms["loss"]
+        self._epoch_loss = self._epoch_loss + loss.detach() * len(x)  # no sync, no self.log
+        self._epoch_images += len(x)
+        if self._logging_step():
+            # self.log costs ~0.5 ms a call; Lightning writes step values only every
+            # trainer.log_every_n_steps steps, so they are logged only then.
+            self.log("train/loss", loss, prog_bar=True, batch_size=len(x))
+            extra = {f"train/{name}": value for name, value in terms.items() if name != "loss"}
+            extra["train/lr"] = self.trainer.optimizers[0].param_groups[0]["lr"]
+            self.log_dict(extra, batch_size=len(x))
+        return loss
+
+    def _logging_step(self) -> bool:
+        """Whether Lightning writes this step's logged values: the step count Lightning uses
+        (optimizer steps) reaches a multiple of ``log_every_n_steps``, or a fast dev run."""
+        trainer = self.trainer
+        every = max(1, trainer.log_every_n_steps)
+        return bool(trainer.fast_dev_run) or (trainer.global_step + 1) % every == 0
+
+    def on_train_epoch_start(self) -> None:
+        self._epoch_loss = torch.zeros((), device=self.device)
+        self._epoch_images = 0
+
+    def on_train_epoch_end(self) -> None:
+        if self._epoch_images:  # the mean training loss of the epoch, beside the per-step curve
+            mean = self._epoch_loss / self._epoch_images
+            self.log("train/loss_epoch", mean, sync_dist=True)
+
+    def _step(self, batch: Any, stage: str) -> None:
         x = batch[0]
         terms = self.objective(x)
         if stage == "test" and self.supports.prior:
             terms.update(self._likelihood_terms(x))
-        options = {"batch_size": x.shape[0], "sync_dist": stage != "train"}
+        options = {"batch_size": x.shape[0], "sync_dist": True}
         loss = terms.pop("loss")
         self.log(f"{stage}/loss", loss, prog_bar=True, **options)
         self.log_dict({f"{stage}/{name}": value for name, value in terms.items()}, **options)
-        if stage in EVAL_STAGES:
-            self._log_image_quality(x, stage)
-        return loss
+        self._log_image_quality(x, stage)
 
     def _likelihood_terms(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """``nll`` (importance-sampled ``-log p(x)``) and ``elbo`` from the same samples, so
@@ -274,9 +305,6 @@ class Autoencoder(L.LightningModule):
             metric = self.metrics[f"{stage}_{name}"]
             metric.update(reconstruction, x)
             self.log(f"{stage}/{name}", metric, batch_size=x.shape[0])
-
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "train")
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self._step(batch, "val")
