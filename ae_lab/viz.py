@@ -57,24 +57,26 @@ def pool_max_abs(matrix: Array, factor: int) -> Array:
 
 
 def weight_product_figure(product: Array, title: str = "", max_width: int | None = None) -> Array:
-    """Heatmaps of ``W_dec W_enc``: raw (diverging colours) and clipped at 0, side by side.
+    """Heatmaps of ``W_dec W_enc``: raw (diverging colours) and clipped at 0.
 
-    Each panel gets at least one screen pixel per matrix entry, so a one-pixel-wide diagonal
-    survives rendering instead of being resampled away. With ``max_width`` (a TensorBoard card),
-    the figure is at most that wide and the matrix is max-|.|-pooled to fit its panels first
+    Side by side, each panel gets at least one screen pixel per matrix entry, so a one-pixel-wide
+    diagonal survives rendering instead of being resampled away. With ``max_width`` (a TensorBoard
+    card) the panels are stacked, at most that wide, and the matrix is max-|.|-pooled to fit them
     (:func:`pool_max_abs`), which keeps the diagonal.
     """
     size = product.shape[0]
     if max_width is None:
         inches = max(5.0, 1.3 * size / 100)
+        fig = Figure(figsize=(2 * inches + 1.5, inches + 0.8), dpi=100)
+        raw_ax, clipped_ax = fig.subplots(1, 2)
     else:
-        inches = (max_width - 150) / 200  # two panels and their colour bars in max_width pixels
-        factor = math.ceil(size / (0.75 * inches * 100))  # a panel is ~3/4 of its share
+        inches = max_width / 100
+        factor = math.ceil(size / (0.7 * max_width))  # a panel is ~70% of the figure's width
         product = pool_max_abs(product, factor)
         if factor > 1:
             title = f"{title}\n(each pixel: the largest |entry| of a {factor}x{factor} block)"
-    fig = Figure(figsize=(2 * inches + 1.5, inches + 0.8), dpi=100)
-    raw_ax, clipped_ax = fig.subplots(1, 2)
+        fig = Figure(figsize=(inches, 2 * 0.8 * inches + 0.9), dpi=100)
+        raw_ax, clipped_ax = fig.subplots(2, 1)
     limit = float(np.abs(product).max()) or 1.0
     shown = {"interpolation": "nearest", "extent": (0, size, size, 0)}  # axes in matrix indices
     im = raw_ax.imshow(product, cmap="RdBu_r", vmin=-limit, vmax=limit, **shown)
@@ -90,7 +92,7 @@ def weight_product_figure(product: Array, title: str = "", max_width: int | None
         ax.set_xlabel("input pixel")
         ax.set_ylabel("output pixel")
     if title:
-        fig.suptitle(title, fontsize=10 if max_width else None)
+        fig.suptitle(title, fontsize=9 if max_width else None)
     fig.tight_layout()
     return figure_to_array(fig)
 
@@ -165,7 +167,7 @@ def kl_per_unit_figure(kl: Array, active: Array, threshold: float = 0.01) -> Arr
     ax.set_xlabel("latent unit")
     ax.set_ylabel("KL(q(z_u|x) || p(z_u)), nats")
     ax.set_title(
-        f"KL per latent unit: {kl.sum():.2f} nats in all; {int(active.sum())} of {len(kl)} units "
+        f"KL per latent unit: {kl.sum():.2f} nats in all\n{int(active.sum())} of {len(kl)} units "
         f"active (Var_x E[z_u|x] > {threshold})",
         fontsize=10,
     )

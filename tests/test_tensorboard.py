@@ -78,7 +78,7 @@ def test_images_fit_a_card_and_interpolations_play(sweep):
         for tag in tags:
             images = events.Images(tag)
             assert len(images) > 1  # more than one frame to scrub, even in a 3-epoch run
-            assert all(0 < i.width <= 800 for i in images)
+            assert all(0 < i.width <= 480 for i in images)
         for tag in ("latent_interpolation/grid", "latent_interpolation/pair"):
             assert events.Images(tag)[-1].encoded_image_string[:4] == b"GIF8"
 

@@ -33,8 +33,8 @@ from ae_lab import atomic, viz
 from ae_lab.tb_logging import write_encoded_image
 
 Rendered = dict[str, np.ndarray | list[np.ndarray]]
-#: widest image logged to TensorBoard (a default image card is about this wide)
-CARD_WIDTH = 800
+#: widest image logged to TensorBoard: a default Time Series image card shows about this much
+CARD_WIDTH = 480
 
 
 @contextlib.contextmanager
