@@ -3,7 +3,8 @@
     python benchmarks/training_speed.py                     # ../shared/data/mnist10k, 3 rounds
     python benchmarks/training_speed.py --data-root DIR --rounds 5 --epochs 4
     python benchmarks/training_speed.py --optimizer fused   # loop (c) with Adam(fused=True)
-    python benchmarks/training_speed.py model.optimizer.fused=true   # overrides for the lab
+    python benchmarks/training_speed.py +model.optimizer.fused=true  # overrides for the lab
+    python benchmarks/training_speed.py --batch-sizes 64 -- trainer.log_every_n_steps=50
 
 The dense ``ae`` (784-512-256-128 encoder, mirrored decoder, ReLU, sigmoid output) on real MNIST
 digits, at each batch size, four ways:
