@@ -22,7 +22,13 @@ digits, at each batch size, four ways:
 Every loop runs ``--epochs`` epochs and the first is dropped (start-up, allocator warm-up). The
 loops run round-robin, in a rotated order, for ``--rounds`` rounds; the table shows the median over
 rounds and the ratios are medians of the per-round ratios, so a busy machine slows both sides of a
-ratio alike.
+ratio alike. The lab's timer is one more callback for Lightning to call (about 1% of a step at
+batch 32); the lab's epochs include writing its checkpoints.
+
+Two clocks: samples per wall-clock second (what a user waits for) and per CPU-second of the
+process. On a machine shared with other work, torch's intra-op threads wait for busy cores at every
+operation (on a loaded 2-core machine, 2 threads ran these loops 4-8x slower than 1); there, run
+with ``--threads 1`` and read the CPU-clock table, which counts only the work each loop does.
 """
 
 from __future__ import annotations
@@ -218,7 +224,11 @@ def main(argv: list[str] | None = None) -> int:
         "the work each loop does; the wall clock also counts waiting for a core",
     )
     parser.add_argument(
-        "--loops", nargs="+", default=["study", "bare", "bare_opt", "lab"], help=argparse.SUPPRESS
+        "--loops",
+        nargs="+",
+        choices=["study", "bare", "bare_opt", "lab"],
+        default=["study", "bare", "bare_opt", "lab"],
+        help="which loops to run (default all four: (a) study, (b) bare, (c) bare_opt, (d) lab)",
     )
     args = parser.parse_args(argv)
 
@@ -226,13 +236,20 @@ def main(argv: list[str] | None = None) -> int:
     if not (raw / "train-images-idx3-ubyte").is_file():
         print(
             f"no real MNIST under {args.root} (expected {raw}/train-images-idx3-ubyte): "
-            "this benchmark needs real digits; pass the folder holding MNIST/raw/ as ROOT.",
+            "this benchmark needs real digits; pass the folder holding MNIST/raw/ with --data-root.",
             file=sys.stderr,
         )
         return 2
     if args.threads:
         torch.set_num_threads(args.threads)
 
+    load, cpus = os.getloadavg()[0], os.cpu_count() or 1
+    if load > cpus and (args.threads or torch.get_num_threads()) > 1:
+        print(
+            f"note: this machine is busy (load {load:.1f} on {cpus} CPUs); with "
+            f"{torch.get_num_threads()} torch threads the wall clock mostly measures waiting: "
+            "consider --threads 1 and the CPU-clock table"
+        )
     images = datasets.MNIST(str(args.root), train=True, download=False).data
     images = images.unsqueeze(1).float().div_(255)  # (N, 1, 28, 28) in [0, 1]
     if args.optimizer == "lab":
