@@ -1,0 +1,71 @@
+"""Run the lab in-process exactly as ``python train.py <overrides>`` would, and time its epochs.
+
+The config is composed from ``conf/`` with Hydra's compose API (as the tests do) and handed to
+``ae_lab.train.run``; an :class:`benchmarks.timing.EpochTimer` is added by a config override, so
+nothing here depends on the lab's internals.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+REPO = Path(__file__).resolve().parents[1]
+CONF = REPO / "conf"
+TIMER = "benchmarks.timing.EpochTimer"
+
+
+def compose(overrides: list[str], output_dir: Path) -> DictConfig:
+    """The config ``python train.py <overrides>`` would run, its run directory set to
+    ``output_dir`` (the ``hydra`` node resolved into ``HydraConfig`` and removed, as in a job)."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = hydra_compose("train", overrides=overrides, return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(output_dir)
+        cfg.hydra.job.num = 0
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg.hydra
+    return cfg
+
+
+def timed_run(overrides: list[str], log_file: Path | None = None) -> list[dict[str, Any]]:
+    """Train through ``ae_lab.train.run`` (in a fresh temporary run directory) and return the
+    :class:`~benchmarks.timing.EpochTimer` record of every training epoch.
+
+    The run's console output (progress bar, warnings) goes to ``log_file`` (default: a file in the
+    temporary directory, so the progress bar still renders every refresh as it does for a user).
+    """
+    from ae_lab.train import run  # torch and Lightning load here, not at import
+
+    with tempfile.TemporaryDirectory(prefix="ae_lab_bench_") as tmp:
+        tmp = Path(tmp)
+        epochs_file = tmp / "epochs.jsonl"
+        timer = [f"+callbacks.timer._target_={TIMER}", f"+callbacks.timer.path='{epochs_file}'"]
+        cfg = compose([*overrides, *timer], tmp / "run")
+        log_path = log_file or tmp / "console.log"
+        try:
+            with (
+                log_path.open("a") as log,
+                contextlib.redirect_stderr(log),
+                contextlib.redirect_stdout(log),
+            ):
+                run(cfg)
+        except BaseException:
+            tail = log_path.read_text()[-3000:] if log_path.exists() else ""
+            print(f"the lab's run failed; the end of its console output:\n{tail}")
+            raise
+        finally:
+            GlobalHydra.instance().clear()
+            HydraConfig.instance().cfg = None
+        return [json.loads(line) for line in epochs_file.read_text().splitlines()]

@@ -1,0 +1,348 @@
+"""Training samples/s of the lab against the study's hand-written loop and a bare tensor loop.
+
+    python benchmarks/training_speed.py                     # ../shared/data/mnist10k, 3 rounds
+    python benchmarks/training_speed.py --data-root DIR --rounds 5 --epochs 4
+    python benchmarks/training_speed.py --optimizer fused   # loop (c) with Adam(fused=True)
+    python benchmarks/training_speed.py +model.optimizer.fused=true  # overrides for the lab
+    python benchmarks/training_speed.py --batch-sizes 64 -- trainer.log_every_n_steps=50
+
+The dense ``ae`` (784-512-256-128 encoder, mirrored decoder, ReLU, sigmoid output) on real MNIST
+digits, at each batch size, four ways:
+
+(a) study: ``torchvision.datasets.MNIST`` with a per-item ``transforms.ToTensor()``, a shuffling
+    ``DataLoader`` (0 workers), ``Adam(lr=1e-3)``, summed MSE: the study's own scripts.
+(b) bare: one in-memory float tensor indexed by a shuffled permutation per batch, the same model,
+    default ``Adam(lr=1e-3)``.
+(c) bare with the lab's optimizer: (b) with the optimizer the lab's config builds
+    (``model/optimizer``, after the overrides given here), or the one ``--optimizer`` names.
+(d) lab: ``ae_lab.train.run`` on the composed config ``model=ae callbacks=none`` with every
+    default on (TensorBoard logger, progress bar, checkpoints; no figures), timed by
+    :class:`benchmarks.timing.EpochTimer` (training epoch, validation excluded).
+
+Every loop runs ``--epochs`` epochs and the first is dropped (start-up, allocator warm-up). The
+loops run round-robin, in a rotated order, for ``--rounds`` rounds; the table shows the median over
+rounds and the ratios are medians of the per-round ratios, so a busy machine slows both sides of a
+ratio alike. The lab's timer is one more callback for Lightning to call (about 1% of a step at
+batch 32); the lab's epochs include writing its checkpoints.
+
+Two clocks: samples per wall-clock second (what a user waits for) and per CPU-second of the
+process. On a machine shared with other work, torch's intra-op threads wait for busy cores at every
+operation (on a loaded 2-core machine, 2 threads ran these loops 4-8x slower than 1); there, run
+with ``--threads 1`` and read the CPU-clock table, which counts only the work each loop does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run as a script: make `benchmarks.timing` importable for Hydra
+    sys.path.insert(0, str(REPO))
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from hydra.utils import instantiate  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
+from torch import nn  # noqa: E402
+from torch.utils.data import DataLoader  # noqa: E402
+from torchvision import datasets, transforms  # noqa: E402
+
+from benchmarks.lab import compose, timed_run  # noqa: E402
+
+NVML_CHECK = "PYTORCH_NVML_BASED_CUDA_CHECK"
+ORIGINAL_NVML_CHECK = os.environ.get(NVML_CHECK)  # before anything imports Lightning
+DEFAULT_ROOT = REPO.parent / "shared" / "data" / "mnist10k"
+Epochs = list[tuple[int, float, float]]  # (samples, wall seconds, CPU seconds) per epoch
+OPTIMIZERS = {
+    "default": {},
+    "foreach": {"foreach": True},
+    "fused": {"fused": True},
+    "single": {"foreach": False},
+}
+
+
+def study_model() -> nn.Module:
+    """The study's dense autoencoder: 784-512-256-128 (ReLU), mirrored decoder, sigmoid output."""
+    return nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(784, 512), nn.ReLU(),
+        nn.Linear(512, 256), nn.ReLU(),
+        nn.Linear(256, 128),
+        nn.Linear(128, 256), nn.ReLU(),
+        nn.Linear(256, 512), nn.ReLU(),
+        nn.Linear(512, 784), nn.Sigmoid(),
+        nn.Unflatten(1, (1, 28, 28)),
+    )  # fmt: skip
+
+
+@contextlib.contextmanager
+def as_without_lightning():
+    """Run a hand-written loop as it runs in a process that never imported Lightning.
+
+    Importing Lightning sets ``PYTORCH_NVML_BASED_CUDA_CHECK=1`` for the whole process; with a
+    CUDA build of torch and no NVIDIA driver, every ``optimizer.step()`` then pays for a failed
+    NVML probe (``torch.cuda.is_available()`` in its graph-capture check). That is the lab's cost,
+    not the hand-written loops', so they run with the variable as it was before Lightning.
+    """
+    saved = os.environ.get(NVML_CHECK)
+    if ORIGINAL_NVML_CHECK is None:
+        os.environ.pop(NVML_CHECK, None)
+    else:
+        os.environ[NVML_CHECK] = ORIGINAL_NVML_CHECK
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(NVML_CHECK, None)
+        else:
+            os.environ[NVML_CHECK] = saved
+
+
+def study_loop(root: Path, batch_size: int, epochs: int) -> Epochs:
+    """(a) The study's way: per-item ToTensor in a DataLoader, Adam, summed MSE."""
+    dataset = datasets.MNIST(str(root), train=True, download=False, transform=transforms.ToTensor())
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=0)
+    model = study_model()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    out = []
+    for _ in range(epochs):
+        count, start, cpu = 0, time.perf_counter(), time.process_time()
+        for x, _labels in loader:
+            loss = F.mse_loss(model(x), x, reduction="sum")
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            count += x.shape[0]
+        out.append((count, time.perf_counter() - start, time.process_time() - cpu))
+    return out
+
+
+def bare_loop(
+    images: torch.Tensor, batch_size: int, epochs: int, make_optimizer: Callable
+) -> Epochs:
+    """(b)/(c) One float tensor in memory, a shuffled permutation sliced per batch."""
+    model = study_model()
+    optimizer = make_optimizer(model.parameters())
+    n = len(images) - len(images) % batch_size  # drop the last partial batch, as the lab does
+    out = []
+    for _ in range(epochs):
+        start, cpu = time.perf_counter(), time.process_time()
+        order = torch.randperm(len(images))
+        for i in range(0, n, batch_size):
+            x = images[order[i : i + batch_size]]
+            loss = F.mse_loss(model(x), x, reduction="sum")
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        out.append((n, time.perf_counter() - start, time.process_time() - cpu))
+    return out
+
+
+def lab_loop(root: Path, batch_size: int, epochs: int, overrides: list[str]) -> Epochs:
+    """(d) The lab through its real entry point, every default on, figures off."""
+    records = timed_run(
+        [
+            "model=ae",
+            "callbacks=none",
+            f"data.root='{root}'",
+            "data.download=false",
+            f"data.batch_size={batch_size}",
+            f"trainer.max_epochs={epochs}",
+            *overrides,
+        ]
+    )
+    return [(r["samples"], r["seconds"], r["cpu_seconds"]) for r in records]
+
+
+def steady_rate(epochs: Epochs, clock: str = "wall") -> float:
+    """Samples per second of ``clock`` (wall or CPU time) over all epochs but the first."""
+    kept = epochs[1:] or epochs
+    column = 1 if clock == "wall" else 2
+    return sum(e[0] for e in kept) / sum(e[column] for e in kept)
+
+
+def lab_optimizer(overrides: list[str]) -> tuple[str, Callable]:
+    """The optimizer factory the lab's composed config builds, and a short description of it."""
+    with tempfile.TemporaryDirectory(prefix="ae_lab_bench_") as tmp:
+        cfg = compose(["model=ae", *overrides], Path(tmp))
+    node = OmegaConf.to_container(cfg.model.optimizer, resolve=True)
+    name = node.pop("_target_").rsplit(".", 1)[-1]
+    node.pop("_partial_", None)
+    args = ", ".join(f"{k}={v}" for k, v in node.items())
+    return f"{name}({args}) [lab config]", instantiate(cfg.model.optimizer)
+
+
+def spread(values: list[float], fmt: str) -> str:
+    median = statistics.median(values)
+    if len(values) == 1:
+        return format(median, fmt)
+    return f"{format(median, fmt)} ({format(min(values), fmt)}-{format(max(values), fmt)})"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "overrides", nargs="*", help="config overrides for the lab (and loop (c)'s optimizer)"
+    )
+    parser.add_argument(
+        "--data-root",
+        dest="root",
+        type=Path,
+        default=DEFAULT_ROOT,
+        help="folder holding MNIST/raw/ (default: ../shared/data/mnist10k beside the repo)",
+    )
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 128])
+    parser.add_argument("--rounds", type=int, default=3, help="round-robin rounds (default 3)")
+    parser.add_argument(
+        "--epochs", type=int, default=3, help="epochs per loop and round; the first is dropped"
+    )
+    parser.add_argument(
+        "--optimizer",
+        choices=["lab", *OPTIMIZERS],
+        default="lab",
+        help="loop (c)'s Adam: 'lab' builds the lab's model/optimizer config (default); "
+        "default/single/foreach/fused: Adam(lr=1e-3) with that implementation",
+    )
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument(
+        "--clock",
+        choices=["wall", "cpu", "both"],
+        default="both",
+        help="report samples per wall-clock second, per CPU-second of the process, or both "
+        "(default). On a machine shared with other work, --threads 1 and the CPU clock measure "
+        "the work each loop does; the wall clock also counts waiting for a core",
+    )
+    parser.add_argument(
+        "--loops",
+        nargs="+",
+        choices=["study", "bare", "bare_opt", "lab"],
+        default=["study", "bare", "bare_opt", "lab"],
+        help="which loops to run (default all four: (a) study, (b) bare, (c) bare_opt, (d) lab)",
+    )
+    args = parser.parse_args(argv)
+
+    raw = args.root / "MNIST" / "raw"
+    if not (raw / "train-images-idx3-ubyte").is_file():
+        print(
+            f"no real MNIST under {args.root} (expected {raw}/train-images-idx3-ubyte): "
+            "this benchmark needs real digits; pass the folder holding MNIST/raw/ with --data-root.",
+            file=sys.stderr,
+        )
+        return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    load, cpus = os.getloadavg()[0], os.cpu_count() or 1
+    if load > cpus and (args.threads or torch.get_num_threads()) > 1:
+        print(
+            f"note: this machine is busy (load {load:.1f} on {cpus} CPUs); with "
+            f"{torch.get_num_threads()} torch threads the wall clock mostly measures waiting: "
+            "consider --threads 1 and the CPU-clock table"
+        )
+    images = datasets.MNIST(str(args.root), train=True, download=False).data
+    images = images.unsqueeze(1).float().div_(255)  # (N, 1, 28, 28) in [0, 1]
+    if args.optimizer == "lab":
+        opt_name, opt_factory = lab_optimizer(args.overrides)
+    else:
+        kwargs = {"lr": 1e-3, **OPTIMIZERS[args.optimizer]}
+        opt_name = "Adam(" + ", ".join(f"{k}={v}" for k, v in kwargs.items()) + ")"
+
+        def opt_factory(params, kwargs=kwargs):
+            return torch.optim.Adam(params, **kwargs)
+
+    loops: dict[str, tuple[str, Callable[[int], Epochs]]] = {
+        "study": (
+            "(a) study: torchvision MNIST + ToTensor, DataLoader, Adam",
+            lambda bs: study_loop(args.root, bs, args.epochs),
+        ),
+        "bare": (
+            "(b) bare tensor loop, Adam(lr=0.001)",
+            lambda bs: bare_loop(images, bs, args.epochs, lambda p: torch.optim.Adam(p, lr=1e-3)),
+        ),
+        "bare_opt": (
+            f"(c) bare tensor loop, {opt_name}",
+            lambda bs: bare_loop(images, bs, args.epochs, opt_factory),
+        ),
+        "lab": (
+            "(d) lab: train.run, model=ae callbacks=none",
+            lambda bs: lab_loop(args.root, bs, args.epochs, args.overrides),
+        ),
+    }
+    loops = {key: loops[key] for key in args.loops}
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; {len(images)} real MNIST "
+        f"training digits from {args.root}; {args.epochs} epochs per loop (first dropped), "
+        f"{args.rounds} rounds"
+        + (f"; lab overrides: {' '.join(args.overrides)}" if args.overrides else "")
+    )
+    runs: dict[tuple[str, int], list[Epochs]] = {}
+    started = time.perf_counter()
+    order = list(loops)
+    for round_ in range(args.rounds):
+        rotated = order[round_ % len(order) :] + order[: round_ % len(order)]
+        for bs in args.batch_sizes:
+            for key in rotated:
+                gc.collect()
+                torch.manual_seed(round_)
+                with contextlib.nullcontext() if key == "lab" else as_without_lightning():
+                    epochs = loops[key][1](bs)
+                runs.setdefault((key, bs), []).append(epochs)
+                print(
+                    f"  round {round_ + 1}, batch {bs:>4}: {key:<9}"
+                    f" {steady_rate(epochs, 'wall'):>9,.0f} samples/s wall,"
+                    f" {steady_rate(epochs, 'cpu'):>9,.0f} per CPU-second",
+                    flush=True,
+                )
+    elapsed = time.perf_counter() - started
+    names = {key: name for key, (name, _) in loops.items()}
+    clocks = ["wall", "cpu"] if args.clock == "both" else [args.clock]
+    for clock in clocks:
+        rates = {k: [steady_rate(e, clock) for e in v] for k, v in runs.items()}
+        print_table(names, rates, args.batch_sizes, clock)
+    print(f"\n{elapsed:.0f} s in all")
+    return 0
+
+
+def print_table(
+    names: dict[str, str], rates: dict[tuple[str, int], list[float]], sizes: list[int], clock: str
+) -> None:
+    """Samples/s per loop and batch size, then the ratios, as medians (min-max) over rounds."""
+    ratios = [
+        ("lab / study (target >= 2.0)", "lab", "study"),
+        ("lab / bare, same optimizer (target >= 0.90)", "lab", "bare_opt"),
+        ("lab / bare, default Adam", "lab", "bare"),
+        ("bare same optimizer / bare default Adam", "bare_opt", "bare"),
+    ]
+    width = max(len(label) for label in [*names.values(), *(r[0] for r in ratios)]) + 2
+    cols = "".join(f"{f'batch {bs}':>24}" for bs in sizes)
+    rounds = len(next(iter(rates.values())))
+    unit = "wall-clock second" if clock == "wall" else "CPU-second of the process (all threads)"
+    print(f"\nsamples per {unit}; median (min-max) over {rounds} rounds")
+    print(f"{'loop':<{width}}{cols}")
+    for key, name in names.items():
+        cells = "".join(f"{spread(rates[key, bs], ',.0f'):>24}" for bs in sizes)
+        print(f"{name:<{width}}{cells}")
+    print(f"{'ratio, median (min-max) of the per-round ratios':<{width}}")
+    for label, top, bottom in ratios:
+        if top not in names or bottom not in names:
+            continue
+        cells = ""
+        for bs in sizes:
+            per_round = [t / b for t, b in zip(rates[top, bs], rates[bottom, bs], strict=True)]
+            cells += f"{spread(per_round, '.2f'):>24}"
+        print(f"{label:<{width}}{cells}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
