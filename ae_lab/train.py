@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -25,12 +26,12 @@ from hydra.types import RunMode
 from hydra.utils import get_object, instantiate
 from lightning.fabric.plugins import CheckpointIO
 from lightning.fabric.utilities.rank_zero import rank_zero_only
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
 from ae_lab import stopping, tb_logging
-from ae_lab.callbacks import DivergenceGuard, GracefulStop, RandomState, RunConfig
+from ae_lab.callbacks import DivergenceGuard, GracefulStop, ProgressBar, RandomState, RunConfig
 from ae_lab.checkpoint_io import AtomicCheckpointIO
 from ae_lab.checkpoints import check_checkpoint, read_checkpoint
 from ae_lab.checks import build, check_config, check_splits
@@ -98,7 +99,11 @@ def _callbacks(cfg: DictConfig) -> list[L.Callback]:
     _, choices, _ = hydra_job()
     config = RunConfig(OmegaConf.to_yaml(cfg), {k: str(v) for k, v in choices.items()})
     fixed = [DivergenceGuard(), RandomState(), GracefulStop(), config]
-    return [*fixed, *_instantiate_all(cfg.get("callbacks"), "callbacks")]
+    configured = _instantiate_all(cfg.get("callbacks"), "callbacks")
+    wants_bar = cfg.trainer.get("enable_progress_bar") is not False
+    if wants_bar and not any(isinstance(c, TQDMProgressBar) for c in configured):
+        fixed.append(ProgressBar())  # redrawn on a clock, not after every batch
+    return [*fixed, *configured]
 
 
 def _loggers(cfg: DictConfig) -> list[Any]:
@@ -176,6 +181,10 @@ def setup(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.
         L.seed_everything(cfg.seed, workers=True, verbose=False)
     if cfg.get("matmul_precision"):
         torch.set_float32_matmul_precision(cfg.matmul_precision)
+    if not torch.cuda.is_available():
+        # Lightning turns on torch's NVML-based CUDA check when imported; with a CUDA build of
+        # torch and no driver, every optimizer step then probes NVML and fails (~0.25 ms a step).
+        os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "0"
 
     datamodule = prepare_data(cfg)
     model = build_model(cfg.model, datamodule.image_shape)

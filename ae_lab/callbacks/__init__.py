@@ -10,6 +10,7 @@ from ae_lab.callbacks.graceful_stop import GracefulStop
 from ae_lab.callbacks.interpolation import LatentInterpolation
 from ae_lab.callbacks.kl_per_unit import KLPerUnit
 from ae_lab.callbacks.latent_space import LatentSpace
+from ae_lab.callbacks.progress import ProgressBar
 from ae_lab.callbacks.reconstructions import Reconstructions
 from ae_lab.callbacks.rng_state import RandomState
 from ae_lab.callbacks.run_config import RunConfig
@@ -25,6 +26,7 @@ __all__ = [
     "LatentInterpolation",
     "LatentSpace",
     "PriorSamples",
+    "ProgressBar",
     "RandomState",
     "Reconstructions",
     "ResumableCheckpoint",

@@ -51,6 +51,14 @@ class IndexedImages(Dataset):
             return self.images[index], self.labels[index]
         return torch.from_numpy(self.images[index.numpy()]), self.labels[index]
 
+    def to(self, device: torch.device | str) -> IndexedImages:
+        """The same images and labels as tensors on ``device`` (a memory map is read whole): for
+        ``data.on_device=true``, where batches are then indexed on the device itself."""
+        images = self.images if isinstance(self.images, torch.Tensor) else np.asarray(self.images)
+        return IndexedImages(
+            torch.as_tensor(images).to(device), self.labels.contiguous().to(device)
+        )
+
     def __getitems__(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         return self.take(torch.as_tensor(indices, dtype=torch.long, device=self.device))
 

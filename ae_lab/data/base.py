@@ -40,6 +40,9 @@ class ImageArrayDataModule(L.LightningDataModule):
     binarize: pixels to {0, 1} for a Bernoulli likelihood: ``false``; ``threshold`` (or ``true``):
         at 0.5; ``stochastic``: each pixel drawn once from Bernoulli(intensity) with a fixed seed,
         as the literature's binarised MNIST (Larochelle's) was made.
+    on_device: keep each split whole on the accelerator (as uint8: MNIST and Fashion-MNIST take
+        under 60 MB) and index batches there: no host-to-device copy per step. For datasets that
+        fit in the device's memory.
     """
 
     class_names: tuple[str, ...] = ()
@@ -51,6 +54,7 @@ class ImageArrayDataModule(L.LightningDataModule):
         val_fraction: float = 0.1,
         seed: int | None = 0,
         binarize: bool | Literal["threshold", "stochastic"] = False,
+        on_device: bool = False,
     ) -> None:
         super().__init__()
         self.root = str(root)
@@ -62,7 +66,9 @@ class ImageArrayDataModule(L.LightningDataModule):
             raise ValueError(
                 f"data.binarize must be false, threshold (or true) or stochastic, got {binarize!r}"
             )
+        self.on_device = bool(on_device)
         self.splits: dict[str, IndexedImages] | None = None
+        self._on_device: dict[str, IndexedImages] = {}  # the splits moved to the trainer's device
 
     # ---- to implement ------------------------------------------------------------------------
     def load_splits(self) -> dict[str, Split]:
@@ -89,7 +95,7 @@ class ImageArrayDataModule(L.LightningDataModule):
         # swapping a DataLoader's sampler for a sequential one
         overfit = trainer is not None and trainer.overfit_batches > 0
         return Batches(
-            self.splits[split],
+            self._split_for_batches(split),
             self.batch_size,
             shuffle=train and not overfit,
             drop_last=train,
@@ -99,6 +105,24 @@ class ImageArrayDataModule(L.LightningDataModule):
             epoch=self._current_epoch,
             pin_memory=trainer is not None and isinstance(trainer.accelerator, CUDAAccelerator),
         )
+
+    def _split_for_batches(self, split: str) -> IndexedImages:
+        """The split batches are indexed from: on the trainer's device with ``on_device``."""
+        if not self.on_device or self.trainer is None:
+            return self.splits[split]
+        device = self.trainer.strategy.root_device
+        held = self._on_device.get(split)
+        if held is None or held.device != device:
+            held = self._on_device[split] = self.splits[split].to(device)
+        return held
+
+    def transfer_batch_to_device(
+        self, batch: Any, device: torch.device, dataloader_idx: int
+    ) -> Any:
+        """Our batches are two tensors: moved directly (Lightning's generic walk over any
+        collection costs ~0.2 ms a step); a no-op for a split already on the device."""
+        images, labels = batch
+        return images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
 
     def _current_epoch(self) -> int:
         return self.trainer.current_epoch if self.trainer is not None else 0

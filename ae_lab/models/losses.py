@@ -41,8 +41,10 @@ def reconstruction_error_per_example(
 
     ``gaussian``: summed squared error between ``activation(logits)`` and the target.
     ``bernoulli``: binary cross-entropy computed from the logits (numerically stable;
-    ``activation`` must then be the sigmoid).
+    ``activation`` must then be the sigmoid). Computed in float32 whatever the precision the net
+    ran in (``trainer.precision=bf16-mixed``): a sum over thousands of pixels needs it.
     """
+    logits = logits.float()
     if likelihood == "gaussian":
         return _sum_per_example((activation(logits) - target).square())
     if likelihood == "bernoulli":
