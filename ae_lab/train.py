@@ -34,7 +34,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.seed import isolate_rng
 from omegaconf import DictConfig, OmegaConf
 
-from ae_lab import atomic, interrupts
+from ae_lab import atomic, interrupts, parallel, sweep_report
 from ae_lab.callbacks.checkpoint import ResumableCheckpoint
 from ae_lab.callbacks.divergence import DivergenceGuard
 from ae_lab.callbacks.graceful_stop import GracefulStop
@@ -124,6 +124,7 @@ def interruptible(run_fn: Callable[[DictConfig], dict[str, float]]) -> Callable:
 def setup(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.Trainer]:
     """Check every setting, then build the data, the model and the trainer. Nothing is trained
     yet: any bad setting has been refused here with a :class:`~ae_lab.errors.UserError`."""
+    parallel.share_cores()  # a job of a joblib sweep: its share of the cores, not all of them
     check_config(cfg)  # types, ranges, run length: before anything is loaded
     saved = read_checkpoint(cfg.ckpt_path) if cfg.get("ckpt_path") else None
     if rank_zero_only.rank == 0:  # train.py has claimed the directory; this guards run(cfg) calls
@@ -162,6 +163,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     metrics = evaluate(trainer, model, datamodule, cfg)
     if trainer.is_global_zero:
         write_metrics(output_dir, metrics)
+        sweep_report.write_reconstructions(model, datamodule, output_dir)  # the evaluated weights
     return metrics
 
 
