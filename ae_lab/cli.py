@@ -192,13 +192,22 @@ def run_task(task: Callable[[DictConfig], Mapping[str, float]], cfg: DictConfig)
 
 def objective(cfg: DictConfig, metrics: Mapping[str, float] | None) -> Any:
     """What the job returns to Hydra: the value of ``cfg.optimized_metric`` when the config names
-    one (NaN for a failed job, which sweepers such as Optuna's record as a failed trial), else the
-    metrics themselves (``None`` for a failed job)."""
+    one, else the metrics themselves; ``None`` for a failed job (or a non-finite value).
+
+    ``None``, not NaN: hydra-optuna-sweeper 1.3.0 records a value it cannot turn into a float as a
+    failed trial and goes on, but crashes the whole search on a NaN (it tells Optuna the failed
+    trial's NaN again, which Optuna refuses: facebookresearch/hydra#2237). A finished job without
+    that metric is a bad setting (:class:`UserError`), not a failed trial."""
     name = cfg.get("optimized_metric")
-    if not name:
-        return metrics
-    value = None if metrics is None else metrics.get(name)
-    return math.nan if value is None else value
+    if not name or metrics is None:
+        return metrics if not name else None
+    if name not in metrics:
+        raise UserError(
+            f"optimized_metric={name} is not a metric of this run (it has "
+            f"{', '.join(sorted(metrics))}); the run itself finished and kept its metrics.json."
+        )
+    value = metrics[name]
+    return value if value is not None and math.isfinite(value) else None
 
 
 # ---- the process's side: composition errors and interrupts -----------------------------------

@@ -1,5 +1,6 @@
-"""Hydra callbacks: claim a run's or a sweep's directory before Hydra writes into it, and gather a
-sweep's results, failed jobs included, into one table beside its jobs.
+"""Hydra callbacks: claim a run's or a sweep's directory before Hydra writes into it, share the
+cores between the jobs of a parallel sweep, and gather a sweep's results, failed jobs included,
+into one table and one figure beside its jobs.
 
 Hydra turns an exception raised in a callback into a warning and carries on, so these end the
 process themselves (:func:`ae_lab.cli.exit_with`) when they must stop it.
@@ -18,12 +19,12 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from ae_lab import run_dir
+from ae_lab import parallel, run_dir, sweep_report
 from ae_lab.cli import FAILURE_FILE, Failure, exit_with, write_json_atomic, write_text_atomic
 from ae_lab.errors import RunFailed
 
 #: ``status`` of a job in the summary that finished and wrote its metrics
-COMPLETED = "completed"
+COMPLETED = sweep_report.COMPLETED
 #: ``status`` of a job that left neither metrics nor a failure record (killed, or still running)
 NO_RESULT = "no result"
 
@@ -57,12 +58,14 @@ def collect(sweep_dir: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def write_summary(sweep_dir: Path) -> list[dict[str, Any]]:
-    """``summary.csv`` and ``summary.json`` in ``sweep_dir`` (each written whole or not at all):
-    every job's overrides, status, error and metrics."""
+def write_summary(sweep_dir: Path, key_metric: str | None = None) -> list[dict[str, Any]]:
+    """``summary.csv``, ``summary.json`` and ``summary.md`` (a Markdown table, ``key_metric``
+    first) in ``sweep_dir``, each written whole or not at all: every job's overrides, status, error
+    and metrics."""
     rows = collect(sweep_dir)
     if rows:
         write_json_atomic(sweep_dir / "summary.json", rows)
+        sweep_report.write_table(sweep_dir, rows, key_metric)
         columns = list(dict.fromkeys(key for row in rows for key in row))
         text = io.StringIO()
         writer = csv.DictWriter(text, fieldnames=columns)
@@ -138,16 +141,27 @@ class RunDirectoryClaim(_Stopping):
             overrides.hydra.append(f"hydra.sweep.dir={_quoted(claimed)}")
 
 
+class SharedCores(_Stopping):
+    """Before a joblib sweep starts, makes ``hydra.launcher.n_jobs`` the number of jobs that will
+    run at once, from which each job takes its share of the cores (:mod:`ae_lab.parallel`)."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._guard(parallel.limit_launcher, config)
+
+
 class SweepSummary(_Stopping):
-    """Writes ``summary.csv``/``summary.json`` when a ``-m`` sweep ends, and ends the process with
-    exit status 1 and one line naming the failed jobs when any job failed."""
+    """When a ``-m`` sweep ends, writes ``summary.csv``/``.json``/``.md`` and the report figure
+    (:mod:`ae_lab.sweep_report`), then ends the process with exit status 1 and one line naming
+    the failed jobs when any job failed."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        self._guard(self._summarise, Path(config.hydra.sweep.dir))
+        self._guard(self._summarise, Path(config.hydra.sweep.dir), config.get("optimized_metric"))
 
     @staticmethod
-    def _summarise(sweep_dir: Path) -> None:
-        rows = write_summary(sweep_dir)
+    def _summarise(sweep_dir: Path, key_metric: str | None = None) -> None:
+        rows = write_summary(sweep_dir, key_metric)
+        if rows:
+            sweep_report.write_report(sweep_dir, rows, key_metric)
         failed = [row for row in rows if row["status"] != COMPLETED]
         if failed:
             jobs = "; ".join(

@@ -30,7 +30,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
-from ae_lab import stopping, tb_logging
+from ae_lab import parallel, stopping, sweep_report, tb_logging
 from ae_lab.callbacks import DivergenceGuard, GracefulStop, ProgressBar, RandomState, RunConfig
 from ae_lab.checkpoint_io import AtomicCheckpointIO
 from ae_lab.checkpoints import check_checkpoint, read_checkpoint
@@ -173,6 +173,7 @@ def build_trainer(cfg: DictConfig, for_evaluation: bool = False) -> L.Trainer:
 def setup(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.Trainer]:
     """Check every setting, then build the data, the model and the trainer. Nothing is trained
     yet: any bad setting has been refused here with a :class:`~ae_lab.errors.UserError`."""
+    parallel.share_cores()  # a job of a joblib sweep: its share of the cores, not all of them
     check_config(cfg)  # types, ranges, run length: before anything is loaded
     saved = read_checkpoint(cfg.ckpt_path) if cfg.get("ckpt_path") else None
     if rank_zero_only.rank == 0:  # train.py has claimed the directory; this guards run(cfg) calls
@@ -220,6 +221,7 @@ def run(cfg: DictConfig) -> dict[str, float | None]:
     )  # fmt: skip
     if trainer.is_global_zero:
         write_metrics(output_dir, metrics)
+        sweep_report.write_reconstructions(model, datamodule, output_dir)  # the evaluated weights
         if board is not None:
             params = tb_logging.hparams(cfg, overrides, choices)
             tags = tb_logging.final_metric_tags(metrics)

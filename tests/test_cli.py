@@ -27,7 +27,10 @@ def test_help_lists_every_group_with_exactly_its_options():
     assert result.returncode == 0
     section = result.stdout.split("== Configuration groups ==")[1].split("\n\n")[1]
     listed = dict(line.split(": ", 1) for line in section.splitlines())
-    expected = {group: ", ".join(options(group)) for group in groups() if group != "hydra"}
+    # Hydra's own groups (hydra/, hydra/launcher/) are listed by --hydra-help instead
+    expected = {
+        group: ", ".join(options(group)) for group in groups() if group.split("/")[0] != "hydra"
+    }
     assert listed == expected
     assert "data.root=DIR" in result.stdout
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import signal
 from pathlib import Path
 
@@ -118,10 +117,18 @@ def test_a_failed_job_of_a_sweep_is_recorded_and_the_sweep_goes_on(
         assert caplog.records[-1].exc_info[0] is RuntimeError
 
 
-def test_a_sweep_job_returns_its_optimized_metric_and_nan_when_it_failed(job):
-    cfg, _ = job(True, "+optimized_metric=val/loss")
+def test_a_sweep_job_returns_its_optimized_metric_and_none_when_it_failed(job, capsys):
+    """None, which the Optuna sweeper records as a failed trial (a NaN would crash it)."""
+    cfg, output_dir = job(True, "+optimized_metric=val/loss")
     assert cli.run_task(lambda cfg: {"val/loss": 0.25, "test/loss": 0.5}, cfg) == 0.25
-    assert math.isnan(cli.run_task(_raises(RunFailed("diverged")), cfg))
+    assert cli.run_task(lambda cfg: {"val/loss": None}, cfg) is None  # non-finite
+    assert cli.run_task(_raises(RunFailed("diverged")), cfg) is None
+    # a metric the run does not have: the job is a bad setting, named with what the run has
+    assert cli.run_task(lambda cfg: {"val/lost": 0.25}, cfg) is None
+    failure = json.loads((output_dir / cli.FAILURE_FILE).read_text())
+    assert failure["status"] == "bad setting"
+    assert failure["error"].startswith("optimized_metric=val/loss is not a metric of this run")
+    assert "val/lost" in capsys.readouterr().err
 
 
 def test_an_interrupt_stops_the_sweep_after_writing_its_summary(job, capsys):

@@ -59,6 +59,10 @@ def check_run_directory(run_dir: Path, epoch: int = 0) -> dict:
         with Image.open(run_dir / "figures" / f"{stem}_epoch{epoch:03d}.png") as image:
             image.load()
             assert image.width > 10 and image.height > 10
+    # the sweep report's strip: 8 validation images above their reconstructions, 2-pixel padding
+    _, height, width = model.input_shape
+    with Image.open(run_dir / "report" / "reconstructions.png") as strip:
+        assert strip.size == (8 * (width + 2) + 2, 2 * (height + 2) + 2)
     for gif in ("grid", "pair"):
         with Image.open(run_dir / f"figures/latent_interpolation/{gif}_epoch{epoch:03d}.gif") as im:
             assert im.n_frames > 1

@@ -1,0 +1,1 @@
+"""ae_lab's Hydra sweepers (Hydra finds plugins in the ``hydra_plugins`` namespace package)."""
