@@ -37,6 +37,7 @@ from ae_lab.checkpoints import check_checkpoint, read_checkpoint
 from ae_lab.checks import build, check_config, check_splits
 from ae_lab.errors import RunFailed
 from ae_lab.evaluate import evaluate_weights, write_metrics
+from ae_lab.profiler import NoProfiler
 from ae_lab.run_dir import refuse_to_overwrite
 
 log = logging.getLogger(__name__)
@@ -167,6 +168,7 @@ def build_trainer(cfg: DictConfig, for_evaluation: bool = False) -> L.Trainer:
         callbacks=_callbacks(cfg),
         logger=_loggers(cfg) or False,
         plugins=_plugins(cfg),
+        profiler=cfg.trainer.get("profiler") or NoProfiler(),
     )
 
 

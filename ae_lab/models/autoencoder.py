@@ -163,6 +163,17 @@ class Autoencoder(L.LightningModule):
         # the epoch's summed training loss and image count (reset at each epoch's start)
         self._epoch_loss, self._epoch_images = torch.zeros(()), 0
 
+    # Lightning sets ``_current_fx_name`` twice around every hook it calls (~70 times a training
+    # step), and the step sets the epoch's running loss; ``nn.Module.__setattr__`` spends ~2.5 us
+    # on each looking for a parameter, buffer or submodule that these can never be.
+    _PLAIN_ATTRIBUTES = frozenset({"_current_fx_name", "_epoch_loss", "_epoch_images"})
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in Autoencoder._PLAIN_ATTRIBUTES:
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
+
     def _is_linear(self) -> bool:
         return (
             isinstance(self.encoder, MLPEncoder)
