@@ -21,6 +21,13 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 
 os.environ.setdefault("PYTHONHASHSEED", "0")
 
+# Under pytest-xdist (pytest -n N), the workers share the machine's cores: each worker's torch,
+# and the train.py processes it starts, get their share instead of all of them.
+if workers := int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0")):
+    _share = str(max(1, (os.cpu_count() or 1) // workers))
+    os.environ.setdefault("OMP_NUM_THREADS", _share)
+    os.environ.setdefault("MKL_NUM_THREADS", _share)
+
 
 @pytest.fixture(scope="session")
 def mnist_root(tmp_path_factory) -> Path:

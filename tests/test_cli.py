@@ -73,19 +73,6 @@ def test_a_real_run_writes_its_run_directory(tmp_path, mnist_root):
 
 
 @pytest.mark.slow
-def test_a_sweep_runs_each_job_in_its_own_directory_and_summarises(tmp_path, mnist_root):
-    result = train("-m", "model=ae,sparse_ae", "callbacks=none", f"data.root={mnist_root}",
-                   f"paths.log_dir={tmp_path}", *TINY_RUN[:6])  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    (sweep,) = (tmp_path / "train" / "multiruns").glob("*")
-    for job in ("0", "1"):
-        assert (sweep / job / "metrics.json").is_file()
-    summary = json.loads((sweep / "summary.json").read_text())
-    assert [row["overrides"].split()[0] for row in summary] == ["model=ae", "model=sparse_ae"]
-    assert all("val/loss" in row for row in summary) and (sweep / "summary.csv").is_file()
-
-
-@pytest.mark.slow
 def test_ddp_on_two_cpu_processes(tmp_path, mnist_root):
     run_dir = tmp_path / "run"
     result = train("trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "model=vae",
