@@ -96,6 +96,23 @@ class Range:
         return text
 
 
+@dataclass(frozen=True)
+class Devices(Range):
+    """``trainer.devices``: a count (``>= 1``, ``-1`` or ``"auto"``), or which devices, as a list
+    of indices or a string of them (``"0,1"``), as Lightning reads it."""
+
+    def admits(self, value: Any) -> bool:
+        if isinstance(value, str) and value.strip() != "auto":
+            ids = [part.strip() for part in value.split(",") if part.strip()]
+            return bool(ids) and all(part.lstrip("-").isdigit() for part in ids)
+        if isinstance(value, list):
+            return bool(value) and all(type(i) is int and i >= 0 for i in value)
+        return super().admits(value)
+
+    def __str__(self) -> str:
+        return super().__str__() + ", or device indices ([0, 1] or '0,1')"
+
+
 AT_LEAST_0 = Range(0)
 AT_LEAST_1 = Range(1)
 POSITIVE = Range(0, low_open=True)
@@ -143,7 +160,7 @@ RULES: dict[str, Range] = {
     "trainer.limit_train_batches": POSITIVE,
     "trainer.limit_val_batches": POSITIVE,
     "trainer.limit_test_batches": POSITIVE,
-    "trainer.devices": Range(1, special={-1: "all", "auto": "all available"}),
+    "trainer.devices": Devices(1, special={-1: "all", "auto": "all available"}),
     "trainer.num_nodes": AT_LEAST_1,
     "trainer.accumulate_grad_batches": AT_LEAST_1,
     "trainer.check_val_every_n_epoch": AT_LEAST_1,

@@ -18,7 +18,16 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ae_lab.checkpoints import check_checkpoint, read_checkpoint
-from ae_lab.checks import RULES, build, check_config, conforms, describe, resolved, select
+from ae_lab.checks import (
+    RULES,
+    build,
+    check_config,
+    check_ranges,
+    conforms,
+    describe,
+    resolved,
+    select,
+)
 from ae_lab.errors import UserError
 from ae_lab.train import build_model, run
 from tests.conftest import CONF, TINY_RUN, compose_config
@@ -55,6 +64,9 @@ BAD = [
     (["model.net.hidden_dims=abc"], "model.net.hidden_dims='abc': must be a list of integers"),
     (["+model.optimizer.betas=[0.9]"], "model.optimizer.betas=[0.9]: must be a list of 2 numbers"),
     (["trainer.devices=-2"], "trainer.devices=-2: must be >= 1, or -1 (all), or 'auto'"),
+    (["trainer.devices=abc"], "trainer.devices='abc': must be >= 1, or -1 (all), or 'auto' (all"),
+    (["trainer.devices=[]"], "trainer.devices=[]: must be"),
+    (["trainer.devices=[-1]"], "trainer.devices=[-1]: must be"),
     (["model=vae", "model.beta=-1"], "model.beta=-1: must be >= 0"),
     (["model=denoising_ae", "model.corruption.p=1.5"], "model.corruption.p=1.5"),
     (
@@ -249,3 +261,8 @@ def test_select_walks_mappings_and_lists():
     assert list(select(tree, "a.*.n")) == [("a.x.n", 1), ("a.y.n", 2)]
     assert list(select(tree, "l.*")) == [("l[0]", 3)]
     assert list(itertools.chain(select(tree, "a.z.n"), select(tree, "b"))) == []
+
+
+@pytest.mark.parametrize("devices", [1, 2, -1, "auto", "1", "0,1", [0], [0, 1]])
+def test_every_way_lightning_reads_devices_passes(devices):
+    assert check_ranges({"trainer": {"devices": devices}}) == []
