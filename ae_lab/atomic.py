@@ -74,6 +74,25 @@ def write_text(path: str | os.PathLike, text: str) -> None:
         file.write(text)
 
 
+def link_file(source: str | os.PathLike, target: str | os.PathLike) -> bool:
+    """Make ``target`` another name of ``source``'s file (a hard link), atomically replacing what
+    ``target`` was. False, with nothing changed, where the file system cannot link them."""
+    target = Path(target)
+    temp = temp_name(target)
+    try:
+        os.link(source, temp)
+    except OSError:
+        return False
+    try:
+        os.replace(temp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+        raise
+    _fsync_folder(target.parent)
+    return True
+
+
 def copy_file(source: str | os.PathLike, target: str | os.PathLike) -> None:
     """Copy ``source``'s bytes to ``target``, atomically (``target`` is whole or untouched)."""
     with open(source, "rb") as src, atomic_write(target, "wb") as dst:

@@ -1,10 +1,17 @@
-"""ResumableCheckpoint keeps Lightning's ModelCheckpoint state key, so checkpoints resume into both."""
+"""ResumableCheckpoint: Lightning's state key (checkpoints resume into both classes), and last.ckpt
+linked to a best saved at the same step instead of written twice."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
+import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from ae_lab.callbacks import ResumableCheckpoint
+from ae_lab.train import run
+from tests.conftest import TINY_RUN
 
 
 def test_the_state_key_is_model_checkpoints_for_the_same_arguments(tmp_path) -> None:
@@ -13,3 +20,38 @@ def test_the_state_key_is_model_checkpoints_for_the_same_arguments(tmp_path) -> 
         theirs = ModelCheckpoint(dirpath=tmp_path, **kwargs)
         assert ours.state_key == theirs.state_key
         assert ours.state_key == ours.state_key  # kept once made
+
+
+def _train_two_epochs(compose, mnist_root, mode: str) -> Path:
+    """2 epochs of 2 batches, the best chosen by the step: every epoch improves (max) or none
+    after the first (min)."""
+    overrides = ["callbacks=none", f"data.root={mnist_root}", *TINY_RUN[1:6],
+                 "trainer.max_epochs=2", "callbacks.model_checkpoint.monitor=step",
+                 f"callbacks.model_checkpoint.mode={mode}"]  # fmt: skip
+    cfg = compose(overrides)
+    run(cfg)
+    return Path(cfg.paths.output_dir) / "checkpoints"
+
+
+def _state(path: Path) -> tuple[int, int, dict]:
+    saved = torch.load(path, map_location="cpu", weights_only=False)
+    return saved["epoch"], saved["global_step"], saved["state_dict"]
+
+
+def test_last_is_a_link_to_a_best_saved_at_the_same_step(compose, mnist_root) -> None:
+    folder = _train_two_epochs(compose, mnist_root, "max")
+    best, last = folder / "best-epoch001.ckpt", folder / "last.ckpt"
+    assert os.path.samefile(best, last)  # one write for both names
+    assert not (folder / "best-epoch000.ckpt").exists()  # the earlier best was removed...
+    best.unlink()  # ...and removing the best leaves last.ckpt whole
+    epoch, step, weights = _state(last)
+    assert (epoch, step) == (1, 4) and all(torch.isfinite(w).all() for w in weights.values())
+
+
+def test_last_is_its_own_file_when_the_best_is_older(compose, mnist_root) -> None:
+    folder = _train_two_epochs(compose, mnist_root, "min")
+    best, last = folder / "best-epoch000.ckpt", folder / "last.ckpt"
+    assert not os.path.samefile(best, last)
+    (best_epoch, best_step, best_weights), (epoch, step, weights) = _state(best), _state(last)
+    assert (best_epoch, best_step, epoch, step) == (0, 2, 1, 4)
+    assert any(not torch.equal(best_weights[k], weights[k]) for k in weights)
