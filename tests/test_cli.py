@@ -86,7 +86,7 @@ def test_ddp_on_two_cpu_processes(tmp_path, mnist_root):
 
 @pytest.mark.parametrize(
     ("data", "kaggle"),
-    [("celeba", "jessicali9530/celeba-dataset"), ("anime", "splcher/animefacedataset")],
+    [("celeba", "jessicali9530/celeba-dataset")],  # anime's message: tests/data/test_faces.py
 )
 def test_missing_faces_give_the_short_error_with_the_kaggle_command(tmp_path, data, kaggle):
     result = train(

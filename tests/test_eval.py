@@ -92,6 +92,13 @@ def test_eval_of_a_run_stopped_mid_training(compose, tmp_path, mnist_root):
     assert metrics["test/nll"] > 0 and (tmp_path / "e" / "figures" / "samples").is_dir()
 
 
+def test_a_missing_checkpoint_is_left_for_the_job_to_name(tmp_path):
+    """prepare_argv adds nothing when it cannot read the checkpoint; the job then refuses it with
+    read_checkpoint's one line (tests/test_checks.py), as for train.py."""
+    argv = ["eval.py", f"ckpt_path={tmp_path / 'nope.ckpt'}", "data.root=x"]
+    assert prepare_argv(argv) == argv
+
+
 @pytest.mark.slow
 def test_eval_py_on_the_command_line(compose, tmp_path, mnist_root):
     run(compose(["model=ae", f"data.root={mnist_root}", *QUICK]))
@@ -108,7 +115,6 @@ def test_eval_py_on_the_command_line(compose, tmp_path, mnist_root):
     assert json.loads((made / "metrics.json").read_text())["test/loss"] > 0
     for args, says in [
         ((), "ckpt_path"),
-        ((f"ckpt_path={tmp_path / 'nope.ckpt'}",), "does not exist"),
         ((f"ckpt_path={ckpt}", "model=vae"), "model"),
     ]:
         refused = eval_py(*args)
