@@ -95,9 +95,8 @@ def limit_launcher(config: DictConfig) -> int | None:
     return jobs
 
 
-def share_cores() -> int | None:
-    """In a job of a joblib sweep, use this job's share of the cores (``torch.set_num_threads``);
-    returns the thread count (None: not such a job, torch's default left alone)."""
+def parallel_jobs() -> int | None:
+    """How many jobs run at once beside this one, in a job of a joblib sweep (None otherwise)."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
@@ -106,10 +105,18 @@ def share_cores() -> int | None:
     hydra_cfg = HydraConfig.get()
     if hydra_cfg.mode != RunMode.MULTIRUN or not _is_joblib(hydra_cfg.launcher):
         return None  # (a plain run is never launched by joblib, whatever hydra/launcher says)
+    return jobs_at_once(int(hydra_cfg.launcher.n_jobs), cores())
+
+
+def share_cores() -> int | None:
+    """In a job of a joblib sweep, use this job's share of the cores (``torch.set_num_threads``);
+    returns the thread count (None: not such a job, torch's default left alone)."""
+    jobs = parallel_jobs()
+    if jobs is None:
+        return None
     import torch
 
     available = cores()
-    jobs = jobs_at_once(int(hydra_cfg.launcher.n_jobs), available)
     threads = threads_per_job(jobs, available)
     torch.set_num_threads(threads)
     log.info("%d jobs at once on %d cores: %d torch thread(s) per job", jobs, available, threads)

@@ -101,10 +101,18 @@ def _callbacks(cfg: DictConfig) -> list[L.Callback]:
     config = RunConfig(OmegaConf.to_yaml(cfg), {k: str(v) for k, v in choices.items()})
     fixed = [DivergenceGuard(), RandomState(), GracefulStop(), config]
     configured = _instantiate_all(cfg.get("callbacks"), "callbacks")
-    wants_bar = cfg.trainer.get("enable_progress_bar") is not False
-    if wants_bar and not any(isinstance(c, TQDMProgressBar) for c in configured):
+    if progress_bar(cfg) and not any(isinstance(c, TQDMProgressBar) for c in configured):
         fixed.append(ProgressBar())  # redrawn on a clock, not after every batch
     return [*fixed, *configured]
+
+
+def progress_bar(cfg: DictConfig) -> bool:
+    """``trainer.enable_progress_bar``, whose null means on, except in a job of a parallel sweep:
+    jobs running at once would draw their bars over each other on the one terminal."""
+    asked = cfg.trainer.get("enable_progress_bar")
+    if asked is not None:
+        return bool(asked)
+    return (parallel.parallel_jobs() or 1) == 1
 
 
 def _loggers(cfg: DictConfig) -> list[Any]:
@@ -168,6 +176,7 @@ def build_trainer(cfg: DictConfig, for_evaluation: bool = False) -> L.Trainer:
         callbacks=_callbacks(cfg),
         logger=_loggers(cfg) or False,
         plugins=_plugins(cfg),
+        enable_progress_bar=progress_bar(cfg),
         # a profiler the config asks for is built from it; none: a cheaper pass-through
         **({} if cfg.trainer.get("profiler") else {"profiler": NoProfiler()}),
     )

@@ -9,6 +9,7 @@ from omegaconf import OmegaConf
 
 from ae_lab import parallel
 from ae_lab.errors import UserError
+from ae_lab.train import build_trainer, progress_bar
 
 JOBLIB = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
 BASIC = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
@@ -103,3 +104,29 @@ def test_other_runs_keep_torch_s_threads(compose, monkeypatch, torch_threads, ov
     torch.set_num_threads(3)
     compose(overrides)
     assert parallel.share_cores() is None and torch.get_num_threads() == 3
+
+
+@pytest.mark.parametrize(
+    ("overrides", "bar"),
+    [
+        (["hydra/launcher=joblib", "hydra.launcher.n_jobs=3", "hydra.mode=MULTIRUN"], False),
+        (["hydra/launcher=joblib", "hydra.launcher.n_jobs=1", "hydra.mode=MULTIRUN"], True),
+        (
+            [
+                "hydra/launcher=joblib",
+                "hydra.launcher.n_jobs=3",
+                "hydra.mode=MULTIRUN",
+                "trainer.enable_progress_bar=true",
+            ],
+            True,
+        ),  # fmt: skip
+        (["hydra/launcher=joblib", "hydra.launcher.n_jobs=3"], True),  # a plain run
+    ],
+    ids=["parallel jobs", "one job at a time", "asked for", "a plain run"],
+)
+def test_jobs_running_at_once_draw_no_progress_bars(compose, monkeypatch, overrides, bar):
+    monkeypatch.setattr(parallel, "cores", lambda: 8)
+    cfg = compose(["callbacks=none", "logger=[]", *overrides])
+    trainer = build_trainer(cfg)
+    assert progress_bar(cfg) is bar
+    assert (trainer.progress_bar_callback is not None) is bar
