@@ -1,6 +1,6 @@
 """Run the lab in-process exactly as ``python train.py <overrides>`` would, and time its epochs.
 
-The config is composed from ``conf/`` with Hydra's compose API (as the tests do) and handed to
+The config is composed from ``conf/`` by :func:`ae_lab.compose.compose_config` (as the tests do) and handed to
 ``ae_lab.train.run``; an :class:`benchmarks.timing.EpochTimer` is added by a config override, so
 nothing here depends on the lab's internals.
 """
@@ -13,30 +13,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from hydra import compose as hydra_compose
-from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
 
-REPO = Path(__file__).resolve().parents[1]
-CONF = REPO / "conf"
+from ae_lab.compose import compose_config as compose
+
 TIMER = "benchmarks.timing.EpochTimer"
-
-
-def compose(overrides: list[str], output_dir: Path) -> DictConfig:
-    """The config ``python train.py <overrides>`` would run, its run directory set to
-    ``output_dir`` (the ``hydra`` node resolved into ``HydraConfig`` and removed, as in a job)."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = hydra_compose("train", overrides=overrides, return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(output_dir)
-        cfg.hydra.job.num = 0
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg.hydra
-    return cfg
 
 
 def timed_run(overrides: list[str], log_file: Path | None = None) -> list[dict[str, Any]]:

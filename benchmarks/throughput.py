@@ -29,7 +29,8 @@ if str(REPO) not in sys.path:  # run as a script: make `benchmarks.timing` impor
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks.lab import CONF, timed_run  # noqa: E402
+from ae_lab.compose import CONF  # noqa: E402
+from benchmarks.lab import timed_run  # noqa: E402
 
 
 def discover_models() -> list[str]:

@@ -7,16 +7,14 @@ import os
 from pathlib import Path
 
 import pytest
-from hydra import compose as hydra_compose
-from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
+from ae_lab.compose import CONF, compose_config
 from tests.helpers.mnist import write_mnist
 
 REPO = Path(__file__).resolve().parents[1]
-CONF = REPO / "conf"
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 os.environ.setdefault("PYTHONHASHSEED", "0")
@@ -52,24 +50,6 @@ def real_mnist() -> Path:
     if not (root / "MNIST" / "raw").is_dir():
         pytest.skip(f"real MNIST not available (looked in {root})")
     return root
-
-
-def compose_config(
-    overrides: list[str], output_dir: Path, conf: Path = CONF, config_name: str = "train"
-) -> DictConfig:
-    """The config ``python train.py <overrides>`` would run, with its run directory set to
-    ``output_dir`` (the ``hydra`` node is removed, as in a job's ``cfg``); ``conf`` is the config
-    tree (the project's own unless a test makes another)."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
-        cfg = hydra_compose(config_name, overrides=overrides, return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(output_dir)
-        cfg.hydra.job.num = 0
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg.hydra
-    return cfg
 
 
 #: Overrides that make a run take seconds: two batches, small figures, no progress bar.
