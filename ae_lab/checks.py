@@ -49,6 +49,7 @@ HYDRA_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
 SETTINGS: dict[str, Any] = {
     "seed": int | None,
     "matmul_precision": Literal["highest", "high", "medium"] | None,
+    "flush_denormal": bool,
     "ckpt_path": str | None,
     "task_name": str,
     "optimized_metric": str | None,

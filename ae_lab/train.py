@@ -30,7 +30,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
-from ae_lab import parallel, stopping, sweep_report, tb_logging
+from ae_lab import denormals, parallel, stopping, sweep_report, tb_logging
 from ae_lab.callbacks import DivergenceGuard, GracefulStop, ProgressBar, RandomState, RunConfig
 from ae_lab.checkpoint_io import AtomicCheckpointIO
 from ae_lab.checkpoints import check_checkpoint, read_checkpoint
@@ -187,6 +187,8 @@ def setup(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.
     yet: any bad setting has been refused here with a :class:`~ae_lab.errors.UserError`."""
     parallel.share_cores()  # a job of a joblib sweep: its share of the cores, not all of them
     check_config(cfg)  # types, ranges, run length: before anything is loaded
+    # before the first parallel operation, so that torch's threads start with the setting
+    denormals.flush_denormals(cfg.get("flush_denormal", False))
     saved = read_checkpoint(cfg.ckpt_path) if cfg.get("ckpt_path") else None
     if rank_zero_only.rank == 0:  # train.py has claimed the directory; this guards run(cfg) calls
         refuse_to_overwrite(cfg.paths.output_dir)

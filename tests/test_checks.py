@@ -75,6 +75,7 @@ BAD = [
     ),
     (["seed=-1"], "seed=-1: must be >= 0 and <= 4294967295"),
     (["matmul_precision=ultra"], "matmul_precision='ultra': must be one of 'highest'"),
+    (["flush_denormal=maybe"], "flush_denormal='maybe': must be true or false"),
     (["callbacks.latent_interpolation.every_n_epochs=0"], "every_n_epochs=0: must be >= 1"),
     (["model.latent_dim=${nope}"], "model.latent_dim: Interpolation key 'nope' not found"),
 ]
