@@ -1,7 +1,7 @@
 """Training samples/s of the lab against the study's hand-written loop and a bare tensor loop.
 
     python benchmarks/training_speed.py                     # ../shared/data/mnist10k, 3 rounds
-    python benchmarks/training_speed.py --data-root DIR --rounds 5 --epochs 4
+    python benchmarks/training_speed.py --data-root DIR --rounds 5 --epochs 8
     python benchmarks/training_speed.py --optimizer fused   # loop (c) with Adam(fused=True)
     python benchmarks/training_speed.py +model.optimizer.fused=true  # overrides for the lab
     python benchmarks/training_speed.py --batch-sizes 64 -- trainer.log_every_n_steps=50
@@ -13,17 +13,22 @@ digits, at each batch size, four ways:
     ``DataLoader`` (0 workers), ``Adam(lr=1e-3)``, summed MSE: the study's own scripts.
 (b) bare: one in-memory float tensor indexed by a shuffled permutation per batch, the same model,
     default ``Adam(lr=1e-3)``.
-(c) bare with the lab's optimizer: (b) with the optimizer the lab's config builds
-    (``model/optimizer``, after the overrides given here), or the one ``--optimizer`` names.
+(c) bare with the lab's settings: (b) with the optimizer the lab's config builds
+    (``model/optimizer``, after the overrides given here; or the one ``--optimizer`` names) and the
+    lab's ``flush_denormal``: the same arithmetic as the lab, so (d)/(c) is Lightning's own cost.
 (d) lab: ``ae_lab.train.run`` on the composed config ``model=ae callbacks=none`` with every
     default on (TensorBoard logger, progress bar, checkpoints; no figures), timed by
     :class:`benchmarks.timing.EpochTimer` (training epoch, validation excluded).
 
-Every loop runs ``--epochs`` epochs and the first is dropped (start-up, allocator warm-up). The
-loops run round-robin, in a rotated order, for ``--rounds`` rounds; the table shows the median over
-rounds and the ratios are medians of the per-round ratios, so a busy machine slows both sides of a
-ratio alike. The lab's timer is one more callback for Lightning to call (about 1% of a step at
-batch 32); the lab's epochs include writing its checkpoints.
+Every loop runs in a fresh Python process, as each would for a user: nothing one loop sets (the
+CPU's denormal flag, which torch's threads take when they start; the environment Lightning's
+import changes; the allocator's state) reaches another. Each runs ``--epochs`` epochs (6, as the
+issue measured: 1 and 6 epochs, subtracted) and the first is dropped (start-up, allocator warm-up).
+The loops run round-robin, in a rotated order, for ``--rounds`` rounds; the table shows the median
+over rounds and the ratios are medians of the per-round ratios, so a busy machine slows both sides
+of a ratio alike. The lab's timer is one more callback for Lightning to call (about 1% of a step at
+batch 32); the lab's epochs include writing its checkpoints. Each round's line shows every epoch's
+rate: a loop whose later epochs slow down (denormals, see ``ae_lab/denormals.py``) shows it there.
 
 Two clocks: samples per wall-clock second (what a user waits for) and per CPU-second of the
 process. On a machine shared with other work, torch's intra-op threads wait for busy cores at every
@@ -34,10 +39,10 @@ with ``--threads 1`` and read the CPU-clock table, which counts only the work ea
 from __future__ import annotations
 
 import argparse
-import contextlib
-import gc
+import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -56,12 +61,12 @@ from torch import nn  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 from torchvision import datasets, transforms  # noqa: E402
 
+from ae_lab.denormals import flush_denormals  # noqa: E402
 from benchmarks.lab import compose, timed_run  # noqa: E402
 
-NVML_CHECK = "PYTORCH_NVML_BASED_CUDA_CHECK"
-ORIGINAL_NVML_CHECK = os.environ.get(NVML_CHECK)  # before anything imports Lightning
 DEFAULT_ROOT = REPO.parent / "shared" / "data" / "mnist10k"
 Epochs = list[tuple[int, float, float]]  # (samples, wall seconds, CPU seconds) per epoch
+LOOPS = ("study", "bare", "bare_opt", "lab")
 OPTIMIZERS = {
     "default": {},
     "foreach": {"foreach": True},
@@ -82,29 +87,6 @@ def study_model() -> nn.Module:
         nn.Linear(512, 784), nn.Sigmoid(),
         nn.Unflatten(1, (1, 28, 28)),
     )  # fmt: skip
-
-
-@contextlib.contextmanager
-def as_without_lightning():
-    """Run a hand-written loop as it runs in a process that never imported Lightning.
-
-    Importing Lightning sets ``PYTORCH_NVML_BASED_CUDA_CHECK=1`` for the whole process; with a
-    CUDA build of torch and no NVIDIA driver, every ``optimizer.step()`` then pays for a failed
-    NVML probe (``torch.cuda.is_available()`` in its graph-capture check). That is the lab's cost,
-    not the hand-written loops', so they run with the variable as it was before Lightning.
-    """
-    saved = os.environ.get(NVML_CHECK)
-    if ORIGINAL_NVML_CHECK is None:
-        os.environ.pop(NVML_CHECK, None)
-    else:
-        os.environ[NVML_CHECK] = ORIGINAL_NVML_CHECK
-    try:
-        yield
-    finally:
-        if saved is None:
-            os.environ.pop(NVML_CHECK, None)
-        else:
-            os.environ[NVML_CHECK] = saved
 
 
 def study_loop(root: Path, batch_size: int, epochs: int) -> Epochs:
@@ -170,15 +152,70 @@ def steady_rate(epochs: Epochs, clock: str = "wall") -> float:
     return sum(e[0] for e in kept) / sum(e[column] for e in kept)
 
 
-def lab_optimizer(overrides: list[str]) -> tuple[str, Callable]:
-    """The optimizer factory the lab's composed config builds, and a short description of it."""
+def lab_settings(overrides: list[str]) -> tuple[str, Callable, bool]:
+    """The optimizer factory the lab's composed config builds, a short description of it, and the
+    config's ``flush_denormal``."""
     with tempfile.TemporaryDirectory(prefix="ae_lab_bench_") as tmp:
         cfg = compose(["model=ae", *overrides], Path(tmp))
     node = OmegaConf.to_container(cfg.model.optimizer, resolve=True)
     name = node.pop("_target_").rsplit(".", 1)[-1]
     node.pop("_partial_", None)
     args = ", ".join(f"{k}={v}" for k, v in node.items())
-    return f"{name}({args}) [lab config]", instantiate(cfg.model.optimizer)
+    return f"{name}({args})", instantiate(cfg.model.optimizer), bool(cfg.get("flush_denormal"))
+
+
+def optimizer_choice(args: argparse.Namespace) -> tuple[str, Callable, bool]:
+    """Loop (c)'s optimizer (description, factory) and whether it flushes denormals (the lab's
+    setting in either case)."""
+    name, factory, flush = lab_settings(args.overrides)
+    if args.optimizer == "lab":
+        return f"{name} [lab config]", factory, flush
+    kwargs = {"lr": 1e-3, **OPTIMIZERS[args.optimizer]}
+
+    def make(params, kwargs=kwargs):
+        return torch.optim.Adam(params, **kwargs)
+
+    return "Adam(" + ", ".join(f"{k}={v}" for k, v in kwargs.items()) + ")", make, flush
+
+
+def training_images(root: Path) -> torch.Tensor:
+    """The real MNIST training digits as one ``(N, 1, 28, 28)`` float tensor in [0, 1]."""
+    images = datasets.MNIST(str(root), train=True, download=False).data
+    return images.unsqueeze(1).float().div_(255)
+
+
+def run_loop(args: argparse.Namespace) -> Epochs:
+    """One loop at one batch size, in this (fresh) process: what a worker process runs."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    bs = args.batch_size
+    if args.worker == "lab":
+        return lab_loop(args.root, bs, args.epochs, args.overrides)
+    if args.worker == "study":
+        return study_loop(args.root, bs, args.epochs)
+    if args.worker == "bare":
+        images = training_images(args.root)
+        return bare_loop(images, bs, args.epochs, lambda p: torch.optim.Adam(p, lr=1e-3))
+    _, factory, flush = optimizer_choice(args)
+    # before the first parallel operation, as the lab does: torch's threads take the flag then
+    flush_denormals(flush)
+    return bare_loop(training_images(args.root), bs, args.epochs, factory)
+
+
+def in_fresh_process(key: str, batch_size: int, seed: int, args: argparse.Namespace) -> Epochs:
+    """:func:`run_loop` for ``key`` in a new Python process; its epochs, read from its stdout."""
+    command = [
+        sys.executable, __file__, "--worker", key, "--batch-size", str(batch_size),
+        "--seed", str(seed), "--data-root", str(args.root), "--epochs", str(args.epochs),
+        "--optimizer", args.optimizer,
+        *(["--threads", str(args.threads)] if args.threads else []),
+        "--", *args.overrides,
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"loop {key} at batch {batch_size} failed:\n{done.stdout}{done.stderr}")
+    return [tuple(epoch) for epoch in json.loads(done.stdout.strip().splitlines()[-1])]
 
 
 def spread(values: list[float], fmt: str) -> str:
@@ -205,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 128])
     parser.add_argument("--rounds", type=int, default=3, help="round-robin rounds (default 3)")
     parser.add_argument(
-        "--epochs", type=int, default=3, help="epochs per loop and round; the first is dropped"
+        "--epochs", type=int, default=6, help="epochs per loop and round; the first is dropped"
     )
     parser.add_argument(
         "--optimizer",
@@ -226,10 +263,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--loops",
         nargs="+",
-        choices=["study", "bare", "bare_opt", "lab"],
-        default=["study", "bare", "bare_opt", "lab"],
+        choices=LOOPS,
+        default=list(LOOPS),
         help="which loops to run (default all four: (a) study, (b) bare, (c) bare_opt, (d) lab)",
     )
+    # a worker process: one loop at one batch size, its epochs printed as JSON
+    parser.add_argument("--worker", choices=LOOPS, help=argparse.SUPPRESS)
+    parser.add_argument("--batch-size", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     raw = args.root / "MNIST" / "raw"
@@ -240,8 +281,9 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    if args.worker:
+        print(json.dumps(run_loop(args)))
+        return 0
 
     load, cpus = os.getloadavg()[0], os.cpu_count() or 1
     if load > cpus and (args.threads or torch.get_num_threads()) > 1:
@@ -250,62 +292,38 @@ def main(argv: list[str] | None = None) -> int:
             f"{torch.get_num_threads()} torch threads the wall clock mostly measures waiting: "
             "consider --threads 1 and the CPU-clock table"
         )
-    images = datasets.MNIST(str(args.root), train=True, download=False).data
-    images = images.unsqueeze(1).float().div_(255)  # (N, 1, 28, 28) in [0, 1]
-    if args.optimizer == "lab":
-        opt_name, opt_factory = lab_optimizer(args.overrides)
-    else:
-        kwargs = {"lr": 1e-3, **OPTIMIZERS[args.optimizer]}
-        opt_name = "Adam(" + ", ".join(f"{k}={v}" for k, v in kwargs.items()) + ")"
-
-        def opt_factory(params, kwargs=kwargs):
-            return torch.optim.Adam(params, **kwargs)
-
-    loops: dict[str, tuple[str, Callable[[int], Epochs]]] = {
-        "study": (
-            "(a) study: torchvision MNIST + ToTensor, DataLoader, Adam",
-            lambda bs: study_loop(args.root, bs, args.epochs),
-        ),
-        "bare": (
-            "(b) bare tensor loop, Adam(lr=0.001)",
-            lambda bs: bare_loop(images, bs, args.epochs, lambda p: torch.optim.Adam(p, lr=1e-3)),
-        ),
-        "bare_opt": (
-            f"(c) bare tensor loop, {opt_name}",
-            lambda bs: bare_loop(images, bs, args.epochs, opt_factory),
-        ),
-        "lab": (
-            "(d) lab: train.run, model=ae callbacks=none",
-            lambda bs: lab_loop(args.root, bs, args.epochs, args.overrides),
-        ),
+    opt_name, _, flush = optimizer_choice(args)
+    names = {
+        "study": "(a) study: torchvision MNIST + ToTensor, DataLoader, Adam",
+        "bare": "(b) bare tensor loop, Adam(lr=0.001)",
+        "bare_opt": f"(c) bare tensor loop, {opt_name}" + (", denormals flushed" if flush else ""),
+        "lab": "(d) lab: train.run, model=ae callbacks=none",
     }
-    loops = {key: loops[key] for key in args.loops}
+    names = {key: names[key] for key in args.loops}
+    count = len(datasets.MNIST(str(args.root), train=True, download=False))
     print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads; {len(images)} real MNIST "
-        f"training digits from {args.root}; {args.epochs} epochs per loop (first dropped), "
-        f"{args.rounds} rounds"
+        f"torch {torch.__version__}, {args.threads or torch.get_num_threads()} threads; {count} "
+        f"real MNIST training digits from {args.root}; {args.epochs} epochs per loop (first "
+        f"dropped), {args.rounds} rounds, each loop in a fresh process"
         + (f"; lab overrides: {' '.join(args.overrides)}" if args.overrides else "")
     )
     runs: dict[tuple[str, int], list[Epochs]] = {}
     started = time.perf_counter()
-    order = list(loops)
+    order = list(names)
     for round_ in range(args.rounds):
         rotated = order[round_ % len(order) :] + order[: round_ % len(order)]
         for bs in args.batch_sizes:
             for key in rotated:
-                gc.collect()
-                torch.manual_seed(round_)
-                with contextlib.nullcontext() if key == "lab" else as_without_lightning():
-                    epochs = loops[key][1](bs)
+                epochs = in_fresh_process(key, bs, round_, args)
                 runs.setdefault((key, bs), []).append(epochs)
+                each = " ".join(f"{n / wall / 1e3:.1f}k" for n, wall, _ in epochs)
                 print(
                     f"  round {round_ + 1}, batch {bs:>4}: {key:<9}"
-                    f" {steady_rate(epochs, 'wall'):>9,.0f} samples/s wall,"
-                    f" {steady_rate(epochs, 'cpu'):>9,.0f} per CPU-second",
+                    f" {steady_rate(epochs, 'wall'):>7,.0f} samples/s wall,"
+                    f" {steady_rate(epochs, 'cpu'):>7,.0f} per CPU-second; by epoch: {each}",
                     flush=True,
                 )
     elapsed = time.perf_counter() - started
-    names = {key: name for key, (name, _) in loops.items()}
     clocks = ["wall", "cpu"] if args.clock == "both" else [args.clock]
     for clock in clocks:
         rates = {k: [steady_rate(e, clock) for e in v] for k, v in runs.items()}
@@ -320,9 +338,9 @@ def print_table(
     """Samples/s per loop and batch size, then the ratios, as medians (min-max) over rounds."""
     ratios = [
         ("lab / study (target >= 2.0)", "lab", "study"),
-        ("lab / bare, same optimizer (target >= 0.90)", "lab", "bare_opt"),
+        ("lab / bare, same settings (target >= 0.90)", "lab", "bare_opt"),
         ("lab / bare, default Adam", "lab", "bare"),
-        ("bare same optimizer / bare default Adam", "bare_opt", "bare"),
+        ("bare same settings / bare default Adam", "bare_opt", "bare"),
     ]
     width = max(len(label) for label in [*names.values(), *(r[0] for r in ratios)]) + 2
     cols = "".join(f"{f'batch {bs}':>24}" for bs in sizes)
