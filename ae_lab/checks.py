@@ -50,6 +50,7 @@ SETTINGS: dict[str, Any] = {
     "seed": int | None,
     "matmul_precision": Literal["highest", "high", "medium"] | None,
     "flush_denormal": bool,
+    "lean_step": bool,
     "ckpt_path": str | None,
     "task_name": str,
     "optimized_metric": str | None,

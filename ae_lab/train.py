@@ -30,7 +30,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
-from ae_lab import denormals, parallel, stopping, sweep_report, tb_logging
+from ae_lab import denormals, lean_step, parallel, stopping, sweep_report, tb_logging
 from ae_lab.callbacks import DivergenceGuard, GracefulStop, ProgressBar, RandomState, RunConfig
 from ae_lab.checkpoint_io import AtomicCheckpointIO
 from ae_lab.checkpoints import check_checkpoint, read_checkpoint
@@ -170,7 +170,7 @@ def build_trainer(cfg: DictConfig, for_evaluation: bool = False) -> L.Trainer:
         return build(cfg.trainer, "trainer", callbacks=_instantiate_all(figures, "callbacks"),
                      logger=False, devices=1, num_nodes=1, strategy="auto",
                      enable_checkpointing=False)  # fmt: skip
-    return build(
+    trainer = build(
         cfg.trainer,
         "trainer",
         callbacks=_callbacks(cfg),
@@ -180,6 +180,9 @@ def build_trainer(cfg: DictConfig, for_evaluation: bool = False) -> L.Trainer:
         # a profiler the config asks for is built from it; none: a cheaper pass-through
         **({} if cfg.trainer.get("profiler") else {"profiler": NoProfiler()}),
     )
+    if cfg.get("lean_step", True):
+        lean_step.install(trainer)
+    return trainer
 
 
 def setup(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.Trainer]:

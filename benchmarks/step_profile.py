@@ -40,6 +40,7 @@ if str(REPO) not in sys.path:  # run as a script: make `benchmarks.*` importable
 import lightning as L  # noqa: E402
 import torch  # noqa: E402
 
+from ae_lab import lean_step  # noqa: E402
 from benchmarks.lab import timed_run  # noqa: E402
 
 DEFAULT_ROOT = REPO.parent / "shared" / "data" / "mnist10k"
@@ -132,6 +133,11 @@ def install() -> None:
         wrap(connector, method, f"connector.{method}")
     wrap(automatic._AutomaticOptimization, "run", "automatic")
     wrap(automatic.Closure, "closure", "closure")
+    # ae_lab's lean step (lean_step=true), which stands in for the closure and the wrappers
+    lean = lean_step.LeanAutomaticOptimization
+    wrap(lean, "run", "automatic")
+    for method in ("_lean_closure", "_zero_grad", "_backward", "_before_optimizer_step"):
+        wrap(lean, method, f"lean{method}")
     wrap(LightningModule, "log", "logging")
     wrap(LightningModule, "log_dict", "logging")
     for module, name in (("torch.optim.adam", "adam"), ("torch.optim.adamw", "adamw")):
@@ -163,21 +169,28 @@ def parts(steps: int) -> dict[str, float]:
         + r("st:on_train_batch_start")
         + connector
     )
+    if r("lean_lean_closure"):  # the lean step: its own parts stand in for Lightning's wrappers
+        zero_grad_hooks = r("lean_zero_grad")
+        backward_wrapped = r("lean_backward")
+        closure = r("lean_lean_closure") - r("lean_before_optimizer_step")
+        optimizer_step = r("automatic")
+    else:
+        backward_wrapped = r("st:backward")
+        closure = r("closure")
+        optimizer_step = r("lm:optimizer_step")
     ns = {
         "batch fetch (loader + Lightning fetcher)": r("fetch"),
         "batch transfer hooks (+ uint8->float)": r("before_transfer") + r("st:batch_to_device"),
         "training_step: forward + loss": r("st:training_step") - r("logging"),
         "training_step: self.log / log_dict": r("logging"),
         "backward (autograd)": r("backward"),
-        "backward: Lightning hooks + wrappers": r("st:backward") - r("backward"),
+        "backward: Lightning hooks + wrappers": backward_wrapped - r("backward"),
         "zero_grad": r("zero_grad"),
         "zero_grad: Lightning hooks + wrappers": zero_grad_hooks - r("zero_grad"),
-        "closure glue": r("closure") - r("st:training_step") - r("st:backward") - zero_grad_hooks,
+        "closure glue": closure - r("st:training_step") - backward_wrapped - zero_grad_hooks,
         "optimizer arithmetic (Adam/AdamW)": r("optimizer_math"),
-        "optimizer.step wrappers + hooks": r("lm:optimizer_step")
-        - r("closure")
-        - r("optimizer_math"),
-        "automatic-optimization loop": r("automatic") - r("lm:optimizer_step"),
+        "optimizer.step wrappers + hooks": optimizer_step - closure - r("optimizer_math"),
+        "automatic-optimization loop": r("automatic") - optimizer_step,
         "progress bar": r("progress_bar"),
         "other callbacks' batch hooks": batch_hooks - r("progress_bar"),
         "logger connector (+ logger writes)": connector,
