@@ -15,7 +15,12 @@ from ae_lab import lean_step
 from ae_lab.compose import compose_config
 from ae_lab.train import build_trainer
 
-HOOKS = ("on_before_zero_grad", "on_before_backward", "on_after_backward", "on_before_optimizer_step")
+HOOKS = (
+    "on_before_zero_grad",
+    "on_before_backward",
+    "on_after_backward",
+    "on_before_optimizer_step",
+)
 
 
 class Recorder(L.Callback):
@@ -48,7 +53,9 @@ class Regression(L.LightningModule):
 
     def __init__(self, record: list) -> None:
         super().__init__()
-        self.net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 8))
+        self.net = torch.nn.Sequential(
+            torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 8)
+        )
         self.record = record
 
     def training_step(self, batch, batch_idx):
