@@ -42,7 +42,7 @@ def flush_denormals(enabled: bool) -> bool:
     such flag (``torch.set_flush_denormal`` is supported on x86 with SSE3 and on ARM)."""
     if not torch.set_flush_denormal(enabled):
         if enabled:
-            log.warning("this CPU cannot flush denormals to zero: training may slow down later")
+            log.info("this CPU cannot flush denormals to zero: training may slow down later")
         return False
     result = flushed()
     if bool(result.all()) if enabled else not bool(result.any()):
