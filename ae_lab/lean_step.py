@@ -25,8 +25,9 @@ plugin with a gradient scaler (``16-mixed``) or its own step, a strategy other t
 or DDP, a module that overrides ``optimizer_step``, manual optimization.
 
 This relies on Lightning's internal loop classes (``lightning.pytorch.loops.optimization``): it is
-written against Lightning 2.2-2.6, and :func:`install` leaves the trainer as it was when they are
-not what it expects. ``lean_step: false`` in the config turns it off.
+written and tested against Lightning 2.6. :func:`install` leaves the trainer as it was when they are
+not what it expects, and ``ae_lab.train`` runs Lightning's own step when this module cannot be
+imported (a Lightning that moved them). ``lean_step: false`` in the config turns it off.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from lightning.pytorch.loops.optimization.automatic import _AutomaticOptimizatio
 from lightning.pytorch.plugins.precision import MixedPrecision, Precision
 from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
 from lightning.pytorch.trainer import call
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.utilities.model_helpers import is_overridden
 
 log = logging.getLogger(__name__)
@@ -66,7 +68,7 @@ STRATEGY_METHODS = ("optimizer_step", "backward")
 
 
 def _plain_precision(plugin: Any) -> bool:
-    if isinstance(plugin, MixedPrecision) and plugin.scaler is None:
+    if type(plugin) is MixedPrecision and plugin.scaler is None:
         return True
     kind = type(plugin)
     return isinstance(plugin, Precision) and all(
@@ -151,6 +153,11 @@ class LeanAutomaticOptimization(Automatic):
         progress.increment_ready()
         optimizer.step(closure=closure)
         progress.increment_completed()
+        if not outcome:  # Lightning's own step refuses this too (Closure.consume_result)
+            raise MisconfigurationException(
+                f"{type(optimizer).__name__}.step(closure) did not call the closure: the training "
+                "step never ran. Use an optimizer that calls it, or lean_step=false"
+            )
         result = outcome[-1]
         return {} if result.loss is None else result.asdict()
 

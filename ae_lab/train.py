@@ -30,7 +30,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
-from ae_lab import denormals, lean_step, parallel, stopping, sweep_report, tb_logging
+from ae_lab import denormals, parallel, stopping, sweep_report, tb_logging
 from ae_lab.callbacks import DivergenceGuard, GracefulStop, ProgressBar, RandomState, RunConfig
 from ae_lab.checkpoint_io import AtomicCheckpointIO
 from ae_lab.checkpoints import check_checkpoint, read_checkpoint
@@ -181,8 +181,19 @@ def build_trainer(cfg: DictConfig, for_evaluation: bool = False) -> L.Trainer:
         **({} if cfg.trainer.get("profiler") else {"profiler": NoProfiler()}),
     )
     if cfg.get("lean_step", True):
-        lean_step.install(trainer)
+        install_lean_step(trainer)
     return trainer
+
+
+def install_lean_step(trainer: L.Trainer) -> bool:
+    """The lean optimizer step (:mod:`ae_lab.lean_step`) in ``trainer``, where this Lightning has
+    the internals it replaces; else Lightning's own step, with a note in the log."""
+    try:
+        from ae_lab import lean_step
+    except ImportError as error:  # a Lightning whose loop internals moved
+        log.info("lean_step: Lightning's own optimizer step runs (%s)", error)
+        return False
+    return lean_step.install(trainer)
 
 
 def setup(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.Trainer]:

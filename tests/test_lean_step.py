@@ -3,6 +3,8 @@ order, same progress counters; and steps aside where it does not apply."""
 
 from __future__ import annotations
 
+import logging
+import sys
 from pathlib import Path
 
 import lightning as L
@@ -11,9 +13,10 @@ import torch
 from lightning.pytorch.loops.optimization.automatic import _AutomaticOptimization
 from torch.utils.data import DataLoader, TensorDataset
 
+import ae_lab
 from ae_lab import lean_step
 from ae_lab.compose import compose_config
-from ae_lab.train import build_trainer
+from ae_lab.train import build_trainer, install_lean_step
 
 HOOKS = (
     "on_before_zero_grad",
@@ -174,3 +177,34 @@ def test_install_leaves_an_unknown_loop_alone(tmp_path):
     trainer.fit_loop.epoch_loop.automatic_optimization = sentinel
     assert not lean_step.install(trainer)
     assert trainer.fit_loop.epoch_loop.automatic_optimization is sentinel
+
+
+class Lazy(torch.optim.SGD):
+    """An optimizer whose step ignores the closure it is given."""
+
+    def step(self, closure=None):
+        return super().step()
+
+
+class LazyRegression(Regression):
+    def configure_optimizers(self):
+        return Lazy(self.parameters(), lr=0.1)
+
+
+def test_an_optimizer_that_skips_the_closure_is_an_error(tmp_path):
+    trainer = L.Trainer(max_steps=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, default_root_dir=tmp_path)  # fmt: skip
+    lean_step.install(trainer)
+    data = TensorDataset(torch.randn(8, 8), torch.randn(8, 8))
+    with pytest.raises(Exception, match=r"Lazy.step\(closure\) did not call the closure"):
+        trainer.fit(LazyRegression([]), DataLoader(data, batch_size=8))
+
+
+def test_without_the_internals_lightnings_own_step_runs(tmp_path, monkeypatch, caplog):
+    monkeypatch.setitem(sys.modules, "ae_lab.lean_step", None)  # its import now fails
+    monkeypatch.delattr(ae_lab, "lean_step")
+    trainer = L.Trainer(logger=False, default_root_dir=tmp_path)
+    with caplog.at_level(logging.INFO, logger="ae_lab.train"):
+        assert not install_lean_step(trainer)
+    assert type(trainer.fit_loop.epoch_loop.automatic_optimization) is _AutomaticOptimization
+    assert "Lightning's own optimizer step runs" in caplog.text
