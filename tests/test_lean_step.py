@@ -80,12 +80,14 @@ class Regression(L.LightningModule):
         return torch.optim.Adam(self.parameters(), lr=0.05)
 
 
-def train(lean: bool, tmp_path: Path, **trainer_args) -> tuple[dict, list, L.Trainer]:
+def train(
+    lean: bool, tmp_path: Path, model_class: type = Regression, **trainer_args
+) -> tuple[dict, list, L.Trainer]:
     """Six steps on fixed data; the weights, every recorded hook and the trainer."""
     L.seed_everything(0, verbose=False)
-    data = TensorDataset(torch.randn(48, 8), torch.randn(48, 8))
     record: list = []
-    model = Regression(record)
+    model = model_class(record)
+    data = TensorDataset(torch.randn(48, 8), torch.randn(48, 8))
     recorder = Recorder()
     trainer = L.Trainer(
         max_epochs=1, callbacks=[recorder], logger=False, enable_checkpointing=False,
@@ -208,3 +210,32 @@ def test_without_the_internals_lightnings_own_step_runs(tmp_path, monkeypatch, c
         assert not install_lean_step(trainer)
     assert type(trainer.fit_loop.epoch_loop.automatic_optimization) is _AutomaticOptimization
     assert "Lightning's own optimizer step runs" in caplog.text
+
+
+class Counted(Regression):
+    """Counts, in a buffer (which comes back from the spawned processes with the weights), the
+    steps the lean step ran."""
+
+    def __init__(self, record: list) -> None:
+        super().__init__(record)
+        self.register_buffer("lean_steps", torch.zeros(()))
+
+    def on_after_backward(self):
+        loop = self.trainer.fit_loop.epoch_loop.automatic_optimization
+        if isinstance(loop, lean_step.LeanAutomaticOptimization) and loop.applies(loop.setup()):
+            self.lean_steps += 1
+
+
+def test_under_ddp_as_lightnings_own(tmp_path):
+    """Two CPU processes (gloo): the lean step's backward runs through DDP's gradient all-reduce
+    as Lightning's does; rank 0's weights come back to this process."""
+    args = {"strategy": "ddp_spawn", "accelerator": "cpu", "devices": 2}
+    ours, _, _ = train(True, tmp_path / "lean", model_class=Counted, **args)
+    theirs, _, _ = train(False, tmp_path / "stock", model_class=Counted, **args)
+    assert ours.pop("lean_steps") == 3  # 48 pairs, 2 ranks, batches of 8: 3 steps, all lean
+    assert theirs.pop("lean_steps") == 0
+    L.seed_everything(0, verbose=False)
+    initial = Counted([]).state_dict()
+    for name, value in theirs.items():
+        assert not torch.equal(value, initial[name]), f"{name} did not train"
+        torch.testing.assert_close(ours[name], value, rtol=0, atol=0, msg=name)
