@@ -26,6 +26,10 @@ other setup falls back to Lightning's own step, unchanged: gradient accumulation
 plugin with a gradient scaler (``16-mixed``) or its own step, a strategy other than a single device
 or DDP, a module that overrides ``optimizer_step``, manual optimization.
 
+With a profiler (``trainer.profiler=simple``, ...), the sections Lightning's own step records around
+it (``[Strategy]...backward``, ``[LightningModule]...optimizer_step``, and every callback's no-op
+hooks) are not there; ``lean_step=false`` brings them back.
+
 This relies on Lightning's internal loop classes (``lightning.pytorch.loops.optimization``): it is
 written and tested against Lightning 2.6. :func:`install` leaves the trainer as it was when they are
 not what it expects, and ``ae_lab.train`` runs Lightning's own step when this module cannot be
