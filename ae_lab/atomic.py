@@ -54,12 +54,10 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
             yield file
             file.flush()
             os.fsync(file.fileno())
-        os.replace(temp, path)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
+        _discard(temp)
         raise
-    _fsync_folder(path.parent)
+    _put_in_place(temp, path)
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -83,14 +81,24 @@ def link_file(source: str | os.PathLike, target: str | os.PathLike) -> bool:
         os.link(source, temp)
     except OSError:
         return False
-    try:
-        os.replace(temp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
-        raise
-    _fsync_folder(target.parent)
+    _put_in_place(temp, target)
     return True
+
+
+def _put_in_place(temp: Path, path: Path) -> None:
+    """Rename the finished ``temp`` to ``path`` (replacing it) and make the rename durable; the
+    temporary name is removed if the rename fails."""
+    try:
+        os.replace(temp, path)
+    except BaseException:
+        _discard(temp)
+        raise
+    _fsync_folder(path.parent)
+
+
+def _discard(temp: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(temp)
 
 
 def copy_file(source: str | os.PathLike, target: str | os.PathLike) -> None:
