@@ -69,9 +69,6 @@ PRECISION_METHODS = (
     "post_backward", "_clip_gradients",
 )  # fmt: skip
 
-#: The strategy's methods the lean step stands in for.
-STRATEGY_METHODS = ("optimizer_step", "backward")
-
 
 def _plain_precision(plugin: Any) -> bool:
     if type(plugin) is MixedPrecision and plugin.scaler is None:
@@ -246,8 +243,6 @@ def install(trainer: L.Trainer) -> bool:
     current = getattr(epoch_loop, "automatic_optimization", None)
     if type(current) is not Automatic:
         log.debug("lean_step: Lightning's training loop is not the expected one; left as it is")
-        return False
-    if not all(hasattr(trainer.strategy, name) for name in (*STRATEGY_METHODS, "pre_backward")):
         return False
     epoch_loop.automatic_optimization = LeanAutomaticOptimization(trainer)
     return True
