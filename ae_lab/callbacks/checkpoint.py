@@ -71,6 +71,19 @@ class ResumableCheckpoint(ModelCheckpoint):
             self._state_key = key.replace(type(self).__qualname__, ModelCheckpoint.__qualname__, 1)
         return self._state_key
 
+    def on_train_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        # Lightning's hook saves only every_n_train_steps or train_time_interval; with neither set
+        # it returns having saved nothing, after reading the trainer's state (~20 us a step).
+        if self._every_n_train_steps >= 1 or self._train_time_interval is not None:
+            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
     # ---- last.ckpt at every save point ------------------------------------------------------------
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         due = not self._should_skip_saving_checkpoint(trainer)

@@ -95,16 +95,15 @@ class DivergenceGuard(L.Callback):
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         if not isinstance(loss, torch.Tensor):
             return
-        step, epoch = trainer.global_step, trainer.current_epoch
-        if self._immediate:
+        if self._immediate:  # (the trainer's step and epoch are read only to report a failure)
             value = float(loss)
             if not math.isfinite(value):
-                self._fail(
-                    trainer, f"the training loss became {value} at {_where(epoch, step, batch_idx)}"
-                )
+                where = _where(trainer.current_epoch, trainer.global_step, batch_idx)
+                self._fail(trainer, f"the training loss became {value} at {where}")
             return
         # on the device: keep the (detached) loss and read them together at the next check
-        self._losses.append((loss, step, epoch, batch_idx))
+        step = trainer.global_step
+        self._losses.append((loss, step, trainer.current_epoch, batch_idx))
         if step % self._every == 0:
             self._check_losses(trainer)
 
