@@ -6,8 +6,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from torch.utils.data import DataLoader, TensorDataset
 
 from ae_lab.callbacks import ResumableCheckpoint
 from ae_lab.train import run
@@ -55,3 +57,32 @@ def test_last_is_its_own_file_when_the_best_is_older(compose, mnist_root) -> Non
     (best_epoch, best_step, best_weights), (epoch, step, weights) = _state(best), _state(last)
     assert (best_epoch, best_step, epoch, step) == (0, 2, 1, 4)
     assert any(not torch.equal(best_weights[k], weights[k]) for k in weights)
+
+
+def test_saving_every_n_train_steps_still_saves_at_those_steps(tmp_path) -> None:
+    """The batch-end hook is skipped only when it has nothing to save: with
+    ``every_n_train_steps`` it saves at those steps, as Lightning's ModelCheckpoint does."""
+
+    class Tiny(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = torch.nn.Linear(4, 1)
+
+        def training_step(self, batch, batch_idx):
+            return self.net(batch[0]).pow(2).mean()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    saved = {}
+    for kind in (ResumableCheckpoint, ModelCheckpoint):
+        folder = tmp_path / kind.__name__
+        checkpoint = kind(dirpath=folder, every_n_train_steps=2, save_top_k=-1,
+                          filename="{step}")  # fmt: skip
+        trainer = L.Trainer(max_epochs=1, callbacks=[checkpoint], logger=False,
+                            enable_progress_bar=False, enable_model_summary=False,
+                            default_root_dir=tmp_path)  # fmt: skip
+        data = DataLoader(TensorDataset(torch.randn(40, 4)), batch_size=8)
+        trainer.fit(Tiny(), data)
+        saved[kind] = sorted(p.name for p in folder.glob("*.ckpt"))
+    assert saved[ResumableCheckpoint] == saved[ModelCheckpoint] == ["step=2.ckpt", "step=4.ckpt"]
