@@ -186,14 +186,14 @@ def build_trainer(cfg: DictConfig, for_evaluation: bool = False) -> L.Trainer:
 
 
 def install_lean_step(trainer: L.Trainer) -> bool:
-    """The lean optimizer step (:mod:`ae_lab.lean_step`) in ``trainer``, where this Lightning has
-    the internals it replaces; else Lightning's own step, with a note in the log."""
+    """The lean training loop (:mod:`ae_lab.lean`) in ``trainer``, where this Lightning has the
+    internals it replaces; else Lightning's own loop, with a note in the log."""
     try:
-        from ae_lab import lean_step
+        from ae_lab import lean
     except ImportError as error:  # a Lightning whose loop internals moved
-        log.info("lean_step: Lightning's own optimizer step runs (%s)", error)
+        log.info("lean_step: Lightning's own training loop runs (%s)", error)
         return False
-    return lean_step.install(trainer)
+    return lean.install(trainer)
 
 
 def setup(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.Trainer]:

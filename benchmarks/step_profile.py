@@ -40,7 +40,8 @@ if str(REPO) not in sys.path:  # run as a script: make `benchmarks.*` importable
 import lightning as L  # noqa: E402
 import torch  # noqa: E402
 
-from ae_lab import lean_step  # noqa: E402
+from ae_lab import lean  # noqa: E402
+from ae_lab.lean import hooks as lean_hooks  # noqa: E402
 from benchmarks.lab import timed_run  # noqa: E402
 
 DEFAULT_ROOT = REPO.parent / "shared" / "data" / "mnist10k"
@@ -133,11 +134,16 @@ def install() -> None:
         wrap(connector, method, f"connector.{method}")
     wrap(automatic._AutomaticOptimization, "run", "automatic")
     wrap(automatic.Closure, "closure", "closure")
-    # ae_lab's lean step (lean_step=true), which stands in for the closure and the wrappers
-    lean = lean_step.LeanAutomaticOptimization
-    wrap(lean, "run", "automatic")
+    # ae_lab's lean loop (lean_step=true): its batch, its hook calls and its step stand in for
+    # Lightning's epoch loop, hook dispatch, closure and wrappers
+    wrap(lean.LeanTrainingEpochLoop, "advance", "step")
+    wrap(lean.LeanTrainingEpochLoop, "_to_device", "lean_transfer")
+    wrap(lean.LeanTrainingEpochLoop, "_read_logged_values", "connector.on_batch_end")
+    wrap(lean_hooks.Setup, "call", "cb", key_arg=2)
+    step = lean.LeanAutomaticOptimization
+    wrap(step, "run", "automatic")
     for method in ("_lean_closure", "_zero_grad", "_backward", "_before_optimizer_step"):
-        wrap(lean, method, f"lean{method}")
+        wrap(step, method, f"lean{method}")
     wrap(LightningModule, "log", "logging")
     wrap(LightningModule, "log_dict", "logging")
     for module, name in (("torch.optim.adam", "adam"), ("torch.optim.adamw", "adamw")):
@@ -158,10 +164,10 @@ def parts(steps: int) -> dict[str, float]:
     batch_hooks = r("cb:on_train_batch_start") + r("cb:on_train_batch_end")
     connector = sum(r(f"connector.{m}") for m in ("on_batch_start", "on_batch_end"))
     connector += r("connector.update_train_step_metrics")
+    transfer = r("before_transfer") + r("st:batch_to_device") + r("lean_transfer")
     known_in_step = (
         r("fetch")
-        + r("before_transfer")
-        + r("st:batch_to_device")
+        + transfer
         + r("automatic")
         + batch_hooks
         + r("lm:on_train_batch_start")
@@ -180,7 +186,7 @@ def parts(steps: int) -> dict[str, float]:
         optimizer_step = r("lm:optimizer_step")
     ns = {
         "batch fetch (loader + Lightning fetcher)": r("fetch"),
-        "batch transfer hooks (+ uint8->float)": r("before_transfer") + r("st:batch_to_device"),
+        "batch transfer hooks (+ uint8->float)": transfer,
         "training_step: forward + loss": r("st:training_step") - r("logging"),
         "training_step: self.log / log_dict": r("logging"),
         "backward (autograd)": r("backward"),

@@ -14,7 +14,7 @@ from lightning.pytorch.loops.optimization.automatic import _AutomaticOptimizatio
 from torch.utils.data import DataLoader, TensorDataset
 
 import ae_lab
-from ae_lab import lean_step
+from ae_lab import lean
 from ae_lab.compose import compose_config
 from ae_lab.train import build_trainer, install_lean_step
 
@@ -81,7 +81,7 @@ class Regression(L.LightningModule):
 
 
 def train(
-    lean: bool, tmp_path: Path, model_class: type = Regression, **trainer_args
+    lean_run: bool, tmp_path: Path, model_class: type = Regression, **trainer_args
 ) -> tuple[dict, list, L.Trainer]:
     """Six steps on fixed data; the weights, every recorded hook and the trainer."""
     L.seed_everything(0, verbose=False)
@@ -94,8 +94,8 @@ def train(
         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
         **trainer_args,
     )  # fmt: skip
-    if lean:
-        assert lean_step.install(trainer)
+    if lean_run:
+        assert lean.install(trainer)
     trainer.fit(model, DataLoader(data, batch_size=8))
     weights = {k: v.clone() for k, v in model.state_dict().items()}
     return weights, recorder.calls + record, trainer
@@ -116,8 +116,8 @@ def test_the_lean_step_trains_as_lightnings_own(tmp_path):
     weights, trainer = assert_same_run(tmp_path)
     assert trainer.global_step == 6
     loop = trainer.fit_loop.epoch_loop.automatic_optimization
-    assert isinstance(loop, lean_step.LeanAutomaticOptimization)
-    assert loop.setup().lean  # it ran lean, not Lightning's step through the fallback
+    assert isinstance(loop, lean.LeanAutomaticOptimization)
+    assert loop.setup().lean_step  # it ran lean, not Lightning's step through the fallback
 
 
 def test_gradient_clipping_as_lightnings_own(tmp_path):
@@ -140,7 +140,7 @@ def test_accumulation_falls_back_to_lightnings_step(tmp_path):
 def test_bf16_mixed_runs_lean_and_as_lightnings_own(tmp_path):
     _, trainer = assert_same_run(tmp_path, precision="bf16-mixed")
     loop = trainer.fit_loop.epoch_loop.automatic_optimization
-    assert loop.setup().lean
+    assert loop.setup().lean_step
 
 
 class Stepper(Regression):
@@ -152,7 +152,7 @@ class Stepper(Regression):
 def test_a_module_with_its_own_optimizer_step_gets_lightnings_step(tmp_path):
     trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, default_root_dir=tmp_path)  # fmt: skip
-    lean_step.install(trainer)
+    lean.install(trainer)
     record: list = []
     data = TensorDataset(torch.randn(16, 8), torch.randn(16, 8))
     trainer.fit(Stepper(record), DataLoader(data, batch_size=8))
@@ -161,15 +161,16 @@ def test_a_module_with_its_own_optimizer_step_gets_lightnings_step(tmp_path):
         ("lm.optimizer_step", 1),
     ]
     loop = trainer.fit_loop.epoch_loop.automatic_optimization
-    assert not loop.setup().lean
+    assert not loop.setup().lean_step
 
 
-@pytest.mark.parametrize("lean", [True, False])
-def test_the_config_switch(lean, tmp_path):
-    cfg = compose_config(["trainer.accelerator=cpu", f"lean_step={str(lean).lower()}"], tmp_path)
+@pytest.mark.parametrize("on", [True, False])
+def test_the_config_switch(on, tmp_path):
+    cfg = compose_config(["trainer.accelerator=cpu", f"lean_step={str(on).lower()}"], tmp_path)
     trainer = build_trainer(cfg)
+    assert isinstance(trainer.fit_loop.epoch_loop, lean.LeanTrainingEpochLoop) is on
     loop = trainer.fit_loop.epoch_loop.automatic_optimization
-    assert isinstance(loop, lean_step.LeanAutomaticOptimization) is lean
+    assert isinstance(loop, lean.LeanAutomaticOptimization) is on
     assert isinstance(loop, _AutomaticOptimization)
 
 
@@ -177,7 +178,7 @@ def test_install_leaves_an_unknown_loop_alone(tmp_path):
     trainer = L.Trainer(logger=False, default_root_dir=tmp_path)
     sentinel = object()
     trainer.fit_loop.epoch_loop.automatic_optimization = sentinel
-    assert not lean_step.install(trainer)
+    assert not lean.install(trainer)
     assert trainer.fit_loop.epoch_loop.automatic_optimization is sentinel
 
 
@@ -196,20 +197,20 @@ class LazyRegression(Regression):
 def test_an_optimizer_that_skips_the_closure_is_an_error(tmp_path):
     trainer = L.Trainer(max_steps=1, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, default_root_dir=tmp_path)  # fmt: skip
-    lean_step.install(trainer)
+    lean.install(trainer)
     data = TensorDataset(torch.randn(8, 8), torch.randn(8, 8))
     with pytest.raises(Exception, match=r"Lazy.step\(closure\) did not call the closure"):
         trainer.fit(LazyRegression([]), DataLoader(data, batch_size=8))
 
 
 def test_without_the_internals_lightnings_own_step_runs(tmp_path, monkeypatch, caplog):
-    monkeypatch.setitem(sys.modules, "ae_lab.lean_step", None)  # its import now fails
-    monkeypatch.delattr(ae_lab, "lean_step")
+    monkeypatch.setitem(sys.modules, "ae_lab.lean", None)  # its import now fails
+    monkeypatch.delattr(ae_lab, "lean", raising=False)
     trainer = L.Trainer(logger=False, default_root_dir=tmp_path)
     with caplog.at_level(logging.INFO, logger="ae_lab.train"):
         assert not install_lean_step(trainer)
     assert type(trainer.fit_loop.epoch_loop.automatic_optimization) is _AutomaticOptimization
-    assert "Lightning's own optimizer step runs" in caplog.text
+    assert "Lightning's own training loop runs" in caplog.text
 
 
 class Counted(Regression):
@@ -222,7 +223,7 @@ class Counted(Regression):
 
     def on_after_backward(self):
         loop = self.trainer.fit_loop.epoch_loop.automatic_optimization
-        if isinstance(loop, lean_step.LeanAutomaticOptimization) and loop.applies(loop.setup()):
+        if isinstance(loop, lean.LeanAutomaticOptimization) and loop.applies(loop.setup()):
             self.lean_steps += 1
 
 

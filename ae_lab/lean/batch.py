@@ -1,0 +1,158 @@
+"""Lightning's training batch without its per-batch dispatch: the same work and hooks, in the same
+order.
+
+``_TrainingEpochLoop.advance`` runs, for every batch: the batch-transfer hooks (each looked up on
+the module and the datamodule with ``is_overridden``, then called through the profiler), a generic
+walk of the batch to the device, ``on_train_batch_start``/``end`` on every callback whether it
+overrides them or not (formatting a profiler name from each callback's ``state_key`` first), the
+module's and the strategy's hooks, the signature of ``training_step`` read again with ``inspect``,
+and, after the step, the logger connector reading every logged value back (``metrics()``: a
+``.item()``, a device sync on a GPU, for each progress-bar value) although nothing was logged
+since the last batch. :class:`LeanTrainingEpochLoop` runs the same batch with what was found once
+(:class:`~ae_lab.lean.hooks.Setup`), calls only hooks that do something, and reads the logged values
+back only when the log changed since it last did (:class:`~ae_lab.lean.results.LeanResults`
+counts the changes) or the epoch or a validation run could have changed what they were read into.
+
+It falls back to Lightning's own ``advance`` for what it does not cover: the first batch after a
+restart from a checkpoint (Lightning's restart bookkeeping), a ``training_step`` that takes the
+dataloader's iterator, a strategy other than one device or DDP, or one with its own batch hooks.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.fabric.utilities.apply_func import move_data_to_device
+from lightning.pytorch.loops.fetchers import _DataFetcher, _DataLoaderIterDataFetcher
+from lightning.pytorch.loops.training_epoch_loop import _TrainingEpochLoop
+
+from ae_lab.lean.hooks import Setup, SetupCache
+from ae_lab.lean.results import LeanResults
+from ae_lab.lean.step import LeanAutomaticOptimization
+
+
+class LeanTrainingEpochLoop(_TrainingEpochLoop):
+    """Lightning's training epoch loop, whose ``advance`` (one batch) runs directly where the
+    setup allows (module docstring); with :class:`LeanAutomaticOptimization` as its optimizer
+    step and :class:`LeanResults` for the training and validation ``self.log``."""
+
+    def __init__(
+        self, trainer: L.Trainer, min_steps: int | None = None, max_steps: int = -1
+    ) -> None:
+        super().__init__(trainer, min_steps=min_steps, max_steps=max_steps)
+        self.setups = SetupCache(trainer)
+        self.automatic_optimization = LeanAutomaticOptimization(trainer, self.setups)
+        self._results = LeanResults(training=True)
+        self.val_loop._results = LeanResults(training=False)
+        #: what the logged values were last read back at (see :meth:`_read_logged_values`)
+        self._read_at: tuple | None = None
+
+    def applies(self, setup: Setup, data_fetcher: _DataFetcher) -> bool:
+        """Whether this batch can run lean (else Lightning's own ``advance`` runs)."""
+        return (
+            setup.lean_batch
+            and not self.restarting
+            and not isinstance(data_fetcher, _DataLoaderIterDataFetcher)
+        )
+
+    def advance(self, data_fetcher: _DataFetcher) -> None:
+        """One training batch: Lightning 2.6's ``_TrainingEpochLoop.advance``, for the setups
+        :meth:`applies` accepts, with the hooks of :class:`~ae_lab.lean.hooks.Setup`."""
+        setup = self.setups.get()
+        if not self.applies(setup, data_fetcher):
+            self._read_at = None
+            return super().advance(data_fetcher)
+        self.val_loop.restarting = False
+        trainer = self.trainer
+        if (
+            torch.distributed.is_available()
+            and torch.distributed.is_initialized()
+            and trainer.world_size > 1
+        ):
+            self._broadcast_sigterm_tensor()
+
+        batch, _, __ = next(data_fetcher)
+        batch_idx = self.batch_idx + 1
+        self.batch_progress.is_last_batch = data_fetcher.done
+        batch = self._to_device(setup, trainer.precision_plugin.convert_input(batch))
+
+        self.batch_progress.increment_ready()
+        connector = trainer._logger_connector
+        connector.on_batch_start(batch)
+
+        batch_output = None
+        skip_rest_of_epoch = False
+        if batch is None:
+            self._warning_cache.warn(
+                "train_dataloader yielded None. If this was on purpose, ignore this warning..."
+            )
+        else:
+            response = setup.call(trainer, "on_train_batch_start", batch, batch_idx)
+            skip_rest_of_epoch = response == -1
+            if skip_rest_of_epoch:
+                self.batch_progress.increment_by(0, is_last_batch=True)
+            else:
+                self.batch_progress.increment_started()
+                kwargs = OrderedDict(batch=batch)
+                if setup.takes_batch_idx:
+                    kwargs["batch_idx"] = batch_idx
+                with trainer.profiler.profile("run_training_batch"):
+                    if trainer.lightning_module.automatic_optimization:
+                        batch_output = self.automatic_optimization.run(
+                            trainer.optimizers[0], batch_idx, kwargs
+                        )
+                    else:
+                        batch_output = self.manual_optimization.run(kwargs)
+
+        self.batch_progress.increment_processed()
+        if trainer.lr_scheduler_configs:  # (with none, these find nothing to step)
+            self.update_lr_schedulers("step", update_plateau_schedulers=False)
+            if self._num_ready_batches_reached():
+                self.update_lr_schedulers("epoch", update_plateau_schedulers=False)
+        if skip_rest_of_epoch:
+            raise StopIteration
+
+        setup.call(trainer, "on_train_batch_end", batch_output, batch, batch_idx)
+        self._read_logged_values(connector)
+        self.batch_progress.increment_completed()
+        connector.update_train_step_metrics()
+
+    def _to_device(self, setup: Setup, batch: Any) -> Any:
+        """``on_before_batch_transfer``, ``transfer_batch_to_device``, ``on_after_batch_transfer``:
+        the overridden ones; the base hooks' work (nothing, ``move_data_to_device``) otherwise."""
+        trainer = self.trainer
+        transfer = setup.transfer
+        if transfer["on_before_batch_transfer"] is not None:
+            batch = setup.call_transfer(trainer, "on_before_batch_transfer", batch, 0)
+        device = trainer.strategy.root_device
+        if transfer["transfer_batch_to_device"] is not None:
+            batch = setup.call_transfer(trainer, "transfer_batch_to_device", batch, device, 0)
+        else:
+            batch = move_data_to_device(batch, device)
+        if transfer["on_after_batch_transfer"] is not None:
+            batch = setup.call_transfer(trainer, "on_after_batch_transfer", batch, 0)
+        return batch
+
+    def _read_logged_values(self, connector: Any) -> None:
+        """The logger connector's ``on_batch_end``: the logged values read back into the progress
+        bar's, the callbacks' and the loggers' metrics. Skipped (but for dropping the batch) when
+        it would read the same values into the same dicts as last time: neither this loop's nor
+        validation's log changed since, and the epoch and the metric dicts are the same."""
+        results = self._results
+        state = (
+            results.changes,
+            self.val_loop._results.changes,
+            self.trainer.current_epoch,
+            id(connector._callback_metrics),
+            id(connector._progress_bar_metrics),
+            id(connector._logged_metrics),
+        )
+        if state != self._read_at or not isinstance(results, LeanResults):
+            connector.on_batch_end()
+            self._read_at = state
+        else:
+            results.batch = None
+            results.batch_size = None

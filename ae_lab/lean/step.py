@@ -1,0 +1,145 @@
+"""Lightning's optimizer step without its per-step dispatch: the same work and hooks, in the same
+order.
+
+Lightning's automatic optimization runs one training step through about a dozen layers: a closure
+built from three partials, the ``optimizer_step`` hook, ``LightningOptimizer.step``, the strategy's
+and the precision plugin's ``optimizer_step``, a wrapped closure, the ``backward`` strategy hook and
+the precision plugin's backward hooks; and it calls every hook of every callback around zero_grad,
+backward and the optimizer step, overridden or not. On the dense autoencoder at batch 32 that was
+~0.15 ms a step on a CPU core (``benchmarks/step_profile.py``); what remains is torch's own
+``Optimizer.step`` wrapper, which a bare loop pays too.
+
+:class:`LeanAutomaticOptimization` takes the place of Lightning's ``_AutomaticOptimization`` in the
+lean training loop (:mod:`ae_lab.lean`) and, where the setup is one it knows, runs the step
+directly:
+
+1. ``training_step`` (through the strategy, so DDP's forward and autocast apply);
+2. ``on_before_zero_grad`` hooks, ``optimizer_zero_grad`` (the module's, when overridden);
+3. the strategy's ``pre_backward``, ``on_before_backward`` hooks, ``module.backward(loss)``,
+   ``on_after_backward`` hooks, the strategy's ``post_backward``;
+4. ``on_before_optimizer_step`` hooks and gradient clipping (``configure_gradient_clipping``);
+5. ``optimizer.step(closure)``, the closure doing 1-4 inside it, as Lightning's does;
+
+with the same progress counters (so ``global_step``, checkpoints and resuming are unchanged), and
+calling only the hooks that a callback or the module overrides (:mod:`ae_lab.lean.hooks`). Every
+other setup runs Lightning's own step, unchanged: gradient accumulation, a precision plugin with a
+gradient scaler (``16-mixed``) or its own step, a strategy other than a single device or DDP, a
+module that overrides ``optimizer_step``, manual optimization.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.loops.optimization.automatic import Closure, ClosureResult
+from lightning.pytorch.loops.optimization.automatic import _AutomaticOptimization as Automatic
+from lightning.pytorch.trainer import call
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
+
+from ae_lab.lean.hooks import Setup, SetupCache
+
+
+class LeanAutomaticOptimization(Automatic):
+    """Lightning's automatic optimization, run directly where the setup allows (module docstring).
+
+    A subclass of Lightning's own, so the fit loop's checkpoints hold the same progress state."""
+
+    def __init__(self, trainer: L.Trainer, setups: SetupCache | None = None) -> None:
+        super().__init__(trainer)
+        self.setups = setups or SetupCache(trainer)
+
+    def setup(self) -> Setup:
+        """The trainer's :class:`~ae_lab.lean.hooks.Setup`."""
+        return self.setups.get()
+
+    def applies(self, setup: Setup) -> bool:
+        """Whether this step can run lean (else Lightning's own step runs)."""
+        trainer = self.trainer
+        return (
+            setup.lean_step
+            and not self._skip_backward
+            and trainer.accumulate_grad_batches == 1
+            and len(trainer.optimizers) == 1
+        )
+
+    def run(self, optimizer: torch.optim.Optimizer, batch_idx: int, kwargs: OrderedDict) -> Any:
+        setup = self.setup()
+        if not self.applies(setup):
+            return super().run(optimizer, batch_idx, kwargs)
+        outcome: list[ClosureResult] = []
+
+        def closure() -> torch.Tensor | None:
+            with torch.enable_grad():
+                result = self._lean_closure(setup, optimizer, batch_idx, kwargs)
+            outcome.append(result)
+            return result.loss
+
+        progress = self.optim_progress.optimizer.step
+        progress.increment_ready()
+        optimizer.step(closure=closure)
+        progress.increment_completed()
+        if not outcome:  # Lightning's own step refuses this too (Closure.consume_result)
+            raise MisconfigurationException(
+                f"{type(optimizer).__name__}.step(closure) did not call the closure: the training "
+                "step never ran. Use an optimizer that calls it, or lean_step=false"
+            )
+        result = outcome[-1]
+        return {} if result.loss is None else result.asdict()
+
+    # ---- the step --------------------------------------------------------------------------------
+    def _lean_closure(
+        self, setup: Setup, optimizer: torch.optim.Optimizer, batch_idx: int, kwargs: OrderedDict
+    ) -> ClosureResult:
+        """What ``optimizer.step`` calls: the training step, zero_grad, backward, and what the
+        precision plugin does once the closure returns."""
+        result = self._training_step(kwargs)
+        loss = result.closure_loss
+        if loss is None:
+            Closure.warning_cache.warn(
+                "`training_step` returned `None`. If this was on purpose, ignore this warning..."
+            )
+        self._zero_grad(setup, optimizer, batch_idx)
+        if loss is not None:
+            self._backward(setup, loss)
+        self._before_optimizer_step(setup, optimizer)
+        return result
+
+    def _zero_grad(self, setup: Setup, optimizer: torch.optim.Optimizer, batch_idx: int) -> None:
+        trainer = self.trainer
+        progress = self.optim_progress.optimizer.zero_grad
+        progress.increment_ready()
+        setup.call(self.trainer, "on_before_zero_grad", optimizer)
+        progress.increment_started()
+        if setup.zero_grad_hook:
+            call._call_lightning_module_hook(
+                trainer, "optimizer_zero_grad", trainer.current_epoch, batch_idx, optimizer
+            )
+        else:
+            optimizer.zero_grad()
+        progress.increment_completed()
+
+    def _backward(self, setup: Setup, loss: torch.Tensor) -> None:
+        """``Strategy.backward`` with a plain precision plugin."""
+        strategy, module = self.trainer.strategy, self.trainer.lightning_module
+        strategy.pre_backward(loss)
+        setup.call(self.trainer, "on_before_backward", loss)
+        previous, module._current_fx_name = module._current_fx_name, "backward"
+        module.backward(loss)
+        module._current_fx_name = previous
+        setup.call(self.trainer, "on_after_backward")
+        strategy.post_backward(loss.detach())
+
+    def _before_optimizer_step(self, setup: Setup, optimizer: torch.optim.Optimizer) -> None:
+        """The precision plugin's ``_after_closure``: hooks, then gradient clipping."""
+        trainer = self.trainer
+        setup.call(self.trainer, "on_before_optimizer_step", optimizer)
+        if trainer.gradient_clip_val or setup.clipping_hook:
+            trainer.precision_plugin._clip_gradients(
+                trainer.lightning_module,
+                optimizer,
+                trainer.gradient_clip_val,
+                gradient_clip_algorithm=trainer.gradient_clip_algorithm,
+            )
