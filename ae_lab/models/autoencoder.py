@@ -269,7 +269,7 @@ class Autoencoder(L.LightningModule):
         x = batch[0]
         terms = self.objective(x)
         loss = terms["loss"]
-        self._epoch_loss = self._epoch_loss + loss.detach() * len(x)  # no sync, no self.log
+        self._epoch_loss.add_(loss.detach(), alpha=len(x))  # no sync, no self.log
         self._epoch_images += len(x)
         if self._logging_step():
             # Only every trainer.log_every_n_steps steps, and straight to the loggers (as
