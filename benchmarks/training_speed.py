@@ -15,10 +15,15 @@ digits, at each batch size, four ways:
     default ``Adam(lr=1e-3)``.
 (c) bare with the lab's settings: (b) with the optimizer the lab's config builds
     (``model/optimizer``, after the overrides given here; or the one ``--optimizer`` names) and the
-    lab's ``flush_denormal``: the same arithmetic as the lab, so (d)/(c) is Lightning's own cost.
+    lab's ``flush_denormal``: the same optimizer and the same network as the lab.
 (d) lab: ``ae_lab.train.run`` on the composed config ``model=ae callbacks=none`` with every
     default on (TensorBoard logger, progress bar, checkpoints; no figures), timed by
     :class:`benchmarks.timing.EpochTimer` (training epoch, validation excluded).
+(e) bare with the lab's model: (c)'s loop, but the module the lab's config builds (its nets, its
+    objective: per-image summed error, mean over the batch), batches of uint8 digits made float as
+    the lab's data module makes them: everything the lab computes, without Lightning. So (d)/(e)
+    is Lightning's own cost, and (e)/(c) what the lab's model code costs beyond the study's
+    ``nn.Sequential`` and summed MSE.
 
 Every loop runs in a fresh Python process, as each would for a user: nothing one loop sets (the
 CPU's denormal flag, which torch's threads take when they start; the environment Lightning's
@@ -66,7 +71,7 @@ from benchmarks.lab import compose, timed_run  # noqa: E402
 
 DEFAULT_ROOT = REPO.parent / "shared" / "data" / "mnist10k"
 Epochs = list[tuple[int, float, float]]  # (samples, wall seconds, CPU seconds) per epoch
-LOOPS = ("study", "bare", "bare_opt", "lab")
+LOOPS = ("study", "bare", "bare_opt", "bare_lab", "lab")
 OPTIMIZERS = {
     "default": {},
     "foreach": {"foreach": True},
@@ -122,6 +127,34 @@ def bare_loop(
         for i in range(0, n, batch_size):
             x = images[order[i : i + batch_size]]
             loss = F.mse_loss(model(x), x, reduction="sum")
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        out.append((n, time.perf_counter() - start, time.process_time() - cpu))
+    return out
+
+
+def bare_lab_loop(root: Path, batch_size: int, epochs: int, overrides: list[str]) -> Epochs:
+    """(e) The bare loop driving the lab's own model: the module the lab's config builds, its
+    objective, its optimizer, batches of the lab's uint8 digits made float as its data module does;
+    no Lightning. (d)/(e) is what Lightning's loop costs; (e)/(c) what the lab's model code costs
+    beyond the study's ``nn.Sequential`` and summed MSE."""
+    from ae_lab.train import build_model  # noqa: PLC0415 (Lightning loads here, not at import)
+
+    with tempfile.TemporaryDirectory(prefix="ae_lab_bench_") as tmp:
+        cfg = compose(["model=ae", *overrides], Path(tmp))
+    model = build_model(cfg.model, (1, 28, 28))
+    model.train()
+    optimizer = instantiate(cfg.model.optimizer)(model.parameters())
+    digits = datasets.MNIST(str(root), train=True, download=False).data.unsqueeze(1)
+    n = len(digits) - len(digits) % batch_size
+    out = []
+    for _ in range(epochs):
+        start, cpu = time.perf_counter(), time.process_time()
+        order = torch.randperm(len(digits))
+        for i in range(0, n, batch_size):
+            x = digits.index_select(0, order[i : i + batch_size]).float().div_(255)
+            loss = model.objective(x)["loss"]
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -194,6 +227,9 @@ def run_loop(args: argparse.Namespace) -> Epochs:
         return lab_loop(args.root, bs, args.epochs, args.overrides)
     if args.worker == "study":
         return study_loop(args.root, bs, args.epochs)
+    if args.worker == "bare_lab":
+        flush_denormals(lab_settings(args.overrides)[2])
+        return bare_lab_loop(args.root, bs, args.epochs, args.overrides)
     if args.worker == "bare":
         images = training_images(args.root)
         return bare_loop(images, bs, args.epochs, lambda p: torch.optim.Adam(p, lr=1e-3))
@@ -265,7 +301,8 @@ def main(argv: list[str] | None = None) -> int:
         nargs="+",
         choices=LOOPS,
         default=list(LOOPS),
-        help="which loops to run (default all four: (a) study, (b) bare, (c) bare_opt, (d) lab)",
+        help="which loops to run (default all five: (a) study, (b) bare, (c) bare_opt, (d) lab, "
+        "(e) bare_lab)",
     )
     # a worker process: one loop at one batch size, its epochs printed as JSON
     parser.add_argument("--worker", choices=LOOPS, help=argparse.SUPPRESS)
@@ -298,6 +335,7 @@ def main(argv: list[str] | None = None) -> int:
         "bare": "(b) bare tensor loop, Adam(lr=0.001)",
         "bare_opt": f"(c) bare tensor loop, {opt_name}" + (", denormals flushed" if flush else ""),
         "lab": "(d) lab: train.run, model=ae callbacks=none",
+        "bare_lab": "(e) bare tensor loop, the lab's model and optimizer",
     }
     names = {key: names[key] for key in args.loops}
     count = len(datasets.MNIST(str(args.root), train=True, download=False))
@@ -339,6 +377,8 @@ def print_table(
     ratios = [
         ("lab / study (target >= 2.0)", "lab", "study"),
         ("lab / bare, same settings (target >= 0.90)", "lab", "bare_opt"),
+        ("lab / bare with the lab's model: Lightning's cost", "lab", "bare_lab"),
+        ("bare with the lab's model / bare, same settings", "bare_lab", "bare_opt"),
         ("lab / bare, default Adam", "lab", "bare"),
         ("bare same settings / bare default Adam", "bare_opt", "bare"),
     ]
