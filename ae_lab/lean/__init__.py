@@ -1,18 +1,20 @@
 """Lightning's training loop without its per-step dispatch: the same work, the same hooks in the
-same order, the same progress counters and checkpoints; ~0.6 ms a step less on a CPU.
+same order, the same progress counters and checkpoints; ~0.35 ms a step less on a CPU.
 
-On the dense autoencoder at batch 32 a training step is ~4 ms of arithmetic on a CPU, and
-Lightning's machinery around it was ~1 ms more (``benchmarks/step_profile.py``): spread over a
-dozen places of 20-150 us each, not one thing to remove. This package replaces the three of
-Lightning's internal objects it flows through, each a subclass of Lightning's own that runs
-Lightning's work directly where the setup is one it knows, and hands over to Lightning's code
-everywhere else:
+On the dense autoencoder at batch 32 a training step is ~4.5 ms of arithmetic on a CPU core, and
+Lightning's machinery around it (batch fetch and transfer hooks, callback and module hooks, the
+closure and wrappers of its optimizer step, ``self.log``, the logger connector, the epoch loop) was
+~0.8 ms more, spread over a dozen places of 30-150 us each (``benchmarks/step_profile.py
+lean_step=false``); with this package it is ~0.45 ms (``lean_step=true``), not counting torch's
+own ``Optimizer.step`` wrapper, which a bare loop pays too. It replaces three of Lightning's
+internal objects, each with a subclass of Lightning's own that runs Lightning's work directly where
+the setup is one it knows, and hands over to Lightning's code everywhere else:
 
 - :mod:`ae_lab.lean.batch`: the training epoch loop's ``advance`` (one batch: fetch, transfer
   hooks, batch hooks, the step, reading the logged values back);
 - :mod:`ae_lab.lean.step`: the automatic optimization (training step, zero_grad, backward, the
   optimizer step and their hooks);
-- :mod:`ae_lab.lean.results`: the store of ``self.log`` values (``self.log`` ~0.7 ms -> ~0.1 ms);
+- :mod:`ae_lab.lean.results`: the store of ``self.log`` values (``self.log`` ~0.7 ms -> ~0.3 ms a call);
 
 with :mod:`ae_lab.lean.hooks` finding once what each callback, the module and the datamodule
 override, so that only hooks that do something are called.
