@@ -139,7 +139,9 @@ def bare_lab_loop(root: Path, batch_size: int, epochs: int, overrides: list[str]
     objective, its optimizer, batches of the lab's uint8 digits made float as its data module does;
     no Lightning. (d)/(e) is what Lightning's loop costs; (e)/(c) what the lab's model code costs
     beyond the study's ``nn.Sequential`` and summed MSE."""
-    from ae_lab.train import build_model  # noqa: PLC0415 (Lightning loads here, not at import)
+    from ae_lab.train import build_model, no_nvml_probe  # noqa: PLC0415 (Lightning loads here)
+
+    no_nvml_probe()  # as the lab's setup does: Lightning's import made every Adam step probe NVML
 
     with tempfile.TemporaryDirectory(prefix="ae_lab_bench_") as tmp:
         cfg = compose(["model=ae", *overrides], Path(tmp))
