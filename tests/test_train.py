@@ -4,14 +4,16 @@ TensorBoard events; the figures a run draws are the ones its parts call for."""
 
 import json
 import math
+import os
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
 from ae_lab.errors import UserError
 from ae_lab.models import Supports
-from ae_lab.train import run
+from ae_lab.train import no_nvml_probe, run
 from tests.conftest import TINY_RUN
 from tests.helpers.configs import options
 
@@ -168,3 +170,13 @@ def test_interpolation_grid_shrinks_to_a_small_validation_set(compose, tmp_path,
     with Image.open(tmp_path / "run/figures/latent_interpolation/grid_epoch000.gif") as gif:
         assert gif.size == (2 * 28, 2 * 28) and gif.n_frames > 1  # one cell, enlarged twice
         assert gif.info["duration"] == 120  # the configured frame duration reaches the file
+
+
+@pytest.mark.parametrize("gpu", [False, True])
+def test_the_nvml_probe_is_off_only_without_a_gpu(gpu, monkeypatch):
+    """Lightning's import turns on torch's NVML-based CUDA check, which every optimizer step then
+    runs (and fails, without a driver); the lab turns it off where there is no GPU."""
+    monkeypatch.setenv("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpu)
+    no_nvml_probe()
+    assert os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] == ("1" if gpu else "0")
