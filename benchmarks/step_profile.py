@@ -144,6 +144,7 @@ def install() -> None:
     wrap(step, "run", "automatic")
     for method in ("_lean_closure", "_zero_grad", "_backward", "_before_optimizer_step"):
         wrap(step, method, f"lean{method}")
+    wrap(step, "_lean_training_step", "st:training_step")  # (with its ClosureResult)
     wrap(LightningModule, "log", "logging")
     wrap(LightningModule, "log_dict", "logging")
     for module, name in (("torch.optim.adam", "adam"), ("torch.optim.adamw", "adamw")):

@@ -95,7 +95,7 @@ class LeanAutomaticOptimization(Automatic):
     ) -> ClosureResult:
         """What ``optimizer.step`` calls: the training step, zero_grad, backward, and what the
         precision plugin does once the closure returns."""
-        result = self._training_step(kwargs)
+        result = self._lean_training_step(setup, kwargs)
         loss = result.closure_loss
         if loss is None:
             Closure.warning_cache.warn(
@@ -106,6 +106,32 @@ class LeanAutomaticOptimization(Automatic):
             self._backward(setup, loss)
         self._before_optimizer_step(setup, optimizer)
         return result
+
+    def _lean_training_step(self, setup: Setup, kwargs: OrderedDict) -> ClosureResult:
+        """Lightning's ``_training_step``: the strategy's ``training_step`` (with the module's
+        ``_current_fx_name`` set, in its profiler section when profiling), its unused
+        ``post_training_step``, the output as a ``ClosureResult``. A loss returned as a tensor is
+        taken as it is: Lightning divides it by ``accumulate_grad_batches``, which is 1 wherever
+        the lean step runs (an operation and a node in the graph, each step, for nothing)."""
+        trainer = self.trainer
+        strategy, module = trainer.strategy, trainer.lightning_module
+        previous, module._current_fx_name = module._current_fx_name, "training_step"
+        if setup.profiling:
+            with trainer.profiler.profile(f"[Strategy]{type(strategy).__name__}.training_step"):
+                output = strategy.training_step(*kwargs.values())
+        else:
+            output = strategy.training_step(*kwargs.values())
+        module._current_fx_name = previous
+        strategy.post_training_step()  # (Lightning calls it, unused, for backward compatibility)
+        if output is None and trainer.world_size > 1:
+            raise RuntimeError(
+                "Skipping the `training_step` by returning None in distributed training is not "
+                "supported. It is recommended that you rewrite your training logic to avoid having "
+                "to skip the step in the first place."
+            )
+        if isinstance(output, torch.Tensor):
+            return ClosureResult(output)
+        return ClosureResult.from_training_step_output(output, trainer.accumulate_grad_batches)
 
     def _zero_grad(self, setup: Setup, optimizer: torch.optim.Optimizer, batch_idx: int) -> None:
         trainer = self.trainer

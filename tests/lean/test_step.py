@@ -101,9 +101,13 @@ def train(
     return weights, recorder.calls + record, trainer
 
 
-def assert_same_run(tmp_path: Path, **trainer_args) -> tuple[dict, L.Trainer]:
-    ours, our_calls, our_trainer = train(True, tmp_path / "lean", **trainer_args)
-    theirs, their_calls, their_trainer = train(False, tmp_path / "stock", **trainer_args)
+def assert_same_run(
+    tmp_path: Path, model_class: type = Regression, **trainer_args
+) -> tuple[dict, L.Trainer]:
+    ours, our_calls, our_trainer = train(True, tmp_path / "lean", model_class, **trainer_args)
+    theirs, their_calls, their_trainer = train(
+        False, tmp_path / "stock", model_class, **trainer_args
+    )
     assert our_calls == their_calls
     assert our_trainer.global_step == their_trainer.global_step
     assert our_trainer.fit_loop.state_dict() == their_trainer.fit_loop.state_dict()
@@ -118,6 +122,18 @@ def test_the_lean_step_trains_as_lightnings_own(tmp_path):
     loop = trainer.fit_loop.epoch_loop.automatic_optimization
     assert isinstance(loop, lean.LeanAutomaticOptimization)
     assert loop.setup().lean_step  # it ran lean, not Lightning's step through the fallback
+
+
+class TensorRegression(Regression):
+    """Returns the loss itself (as the lab's model does), not a dict."""
+
+    def training_step(self, batch, batch_idx):
+        return super().training_step(batch, batch_idx)["loss"]
+
+
+def test_a_step_returning_the_loss_tensor_as_lightnings_own(tmp_path):
+    _, trainer = assert_same_run(tmp_path, model_class=TensorRegression)
+    assert trainer.fit_loop.epoch_loop.automatic_optimization.setup().lean_step
 
 
 def test_gradient_clipping_as_lightnings_own(tmp_path):
