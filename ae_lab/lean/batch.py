@@ -81,7 +81,7 @@ class LeanTrainingEpochLoop(_TrainingEpochLoop):
 
         self.batch_progress.increment_ready()
         connector = trainer._logger_connector
-        connector.on_batch_start(batch)
+        self._batch_start(connector, batch)
 
         batch_output = None
         skip_rest_of_epoch = False
@@ -118,7 +118,24 @@ class LeanTrainingEpochLoop(_TrainingEpochLoop):
         setup.call(trainer, "on_train_batch_end", batch_output, batch, batch_idx)
         self._read_logged_values(connector)
         self.batch_progress.increment_completed()
-        connector.update_train_step_metrics()
+        # the connector writes the step's values to the loggers every log_every_n_steps (or when
+        # stopping, or in a fast dev run); asked only then, it decides as it would every batch
+        every = trainer.log_every_n_steps
+        due = every > 0 and ((self._batches_that_stepped + 1) % every == 0 or trainer.should_stop)
+        if due or trainer.fast_dev_run:
+            connector.update_train_step_metrics()
+
+    def _batch_start(self, connector: Any, batch: Any) -> None:
+        """The logger connector's ``on_batch_start``, on this loop's results (the trainer's
+        while it trains, which Lightning finds through three properties)."""
+        if connector._first_loop_iter is None:
+            connector._first_loop_iter = True
+        elif connector._first_loop_iter is True:
+            connector._first_loop_iter = False
+        results = self._results
+        results.batch = batch
+        results.batch_size = None
+        results.dataloader_idx = None
 
     def _to_device(self, setup: Setup, batch: Any) -> Any:
         """``on_before_batch_transfer``, ``transfer_batch_to_device``, ``on_after_batch_transfer``:

@@ -87,8 +87,10 @@ class Pairs(L.LightningDataModule):
         super().__init__()
         self.calls = calls
         generator = torch.Generator().manual_seed(0)
-        self.x = torch.randint(0, 255, (48, 8), generator=generator)
-        self.y = torch.randn(48, 8, generator=generator)
+        # 44 pairs: the last batch of an epoch is smaller, so values logged without a batch size
+        # are averaged over the epoch by the sizes Lightning takes from the batch
+        self.x = torch.randint(0, 255, (44, 8), generator=generator)
+        self.y = torch.randn(44, 8, generator=generator)
 
     def train_dataloader(self):
         return DataLoader(TensorDataset(self.x, self.y), batch_size=8)
@@ -126,7 +128,7 @@ class Regression(L.LightningModule):
         loss = torch.nn.functional.mse_loss(self.net(x), y)
         if batch_idx % 3 == 0:
             self.log("train/loss", loss, prog_bar=True)
-            self.log("train/both", loss * 2, on_step=True, on_epoch=True)
+        self.log("train/both", loss * 2, on_step=True, on_epoch=True)  # weighted by batch size
         return {"loss": loss, "index": batch_idx}
 
     def validation_step(self, batch, batch_idx):
@@ -322,7 +324,7 @@ def test_under_ddp_the_batch_runs_lean(tmp_path):
             "callbacks": [], "logger": False, "max_epochs": 1, "val_check_interval": 1.0}  # fmt: skip
     ours = train(True, tmp_path / "lean", model_class=Counted, **args)["weights"]
     theirs = train(False, tmp_path / "stock", model_class=Counted, **args)["weights"]
-    assert ours.pop("lean_batches") == 3  # 48 pairs, 2 ranks, batches of 8
+    assert ours.pop("lean_batches") == 3  # 44 pairs, 2 ranks, batches of 8
     assert theirs.pop("lean_batches") == 0
     for name, value in theirs.items():
         torch.testing.assert_close(ours[name], value, rtol=0, atol=0, msg=name)
