@@ -1,11 +1,11 @@
 """Lightning's training loop without its per-step dispatch: the same work, the same hooks in the
-same order, the same progress counters and checkpoints; ~0.35 ms a step less on a CPU.
+same order, the same progress counters and checkpoints; ~0.4 ms a step less on a CPU.
 
-On the dense autoencoder at batch 32 a training step is ~4.5 ms of arithmetic on a CPU core, and
+On the dense autoencoder at batch 32 a training step is ~3.6 ms of arithmetic on a CPU core, and
 Lightning's machinery around it (batch fetch and transfer hooks, callback and module hooks, the
 closure and wrappers of its optimizer step, ``self.log``, the logger connector, the epoch loop) was
-~0.8 ms more, spread over a dozen places of 30-150 us each (``benchmarks/step_profile.py
-lean_step=false``); with this package it is ~0.45 ms (``lean_step=true``), not counting torch's
+~0.7 ms more, spread over a dozen places of 30-120 us each (``benchmarks/step_profile.py
+lean_step=false``); with this package it is ~0.3 ms (``lean_step=true``), not counting torch's
 own ``Optimizer.step`` wrapper, which a bare loop pays too. It replaces three of Lightning's
 internal objects, each with a subclass of Lightning's own that runs Lightning's work directly where
 the setup is one it knows, and hands over to Lightning's code everywhere else:
