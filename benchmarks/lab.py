@@ -21,6 +21,19 @@ from ae_lab.compose import compose_config as compose
 TIMER = "benchmarks.timing.EpochTimer"
 
 
+def dense_ae(root: Path, batch_size: int, epochs: int) -> list[str]:
+    """The overrides the speed benchmarks train the lab with: the dense ``ae`` on the real MNIST
+    under ``root``, every default on but the figures (``callbacks=none``: checkpoints only)."""
+    return [
+        "model=ae",
+        "callbacks=none",
+        f"data.root='{root}'",
+        "data.download=false",
+        f"data.batch_size={batch_size}",
+        f"trainer.max_epochs={epochs}",
+    ]
+
+
 def timed_run(overrides: list[str], log_file: Path | None = None) -> list[dict[str, Any]]:
     """Train through ``ae_lab.train.run`` (in a fresh temporary run directory) and return the
     :class:`~benchmarks.timing.EpochTimer` record of every training epoch.

@@ -32,7 +32,7 @@ if str(REPO) not in sys.path:  # run as a script: make `benchmarks.*` importable
 import lightning as L  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks.lab import timed_run  # noqa: E402
+from benchmarks.lab import dense_ae, timed_run  # noqa: E402
 
 DEFAULT_ROOT = REPO.parent / "shared" / "data" / "mnist10k"
 #: the bare epochs of the current run: (steps, seconds)
@@ -65,18 +65,8 @@ class BareEpoch(L.Callback):
 def paired_ratios(root: Path, batch_size: int, epochs: int, overrides: list[str]) -> list[float]:
     """Per epoch after the first: the lab's samples/s over the bare loop's just before it."""
     BARE_EPOCHS.clear()
-    records = timed_run(
-        [
-            "model=ae",
-            "callbacks=none",
-            f"data.root='{root}'",
-            "data.download=false",
-            f"data.batch_size={batch_size}",
-            f"trainer.max_epochs={epochs}",
-            f"+callbacks.bare_epoch._target_={__name__}.BareEpoch",
-            *overrides,
-        ]
-    )
+    bare = f"+callbacks.bare_epoch._target_={__name__}.BareEpoch"
+    records = timed_run([*dense_ae(root, batch_size, epochs), bare, *overrides])
     lab = [(r["steps"], r["seconds"]) for r in records[1:]]
     return [(bare_s / bare_n) / (lab_s / lab_n) for (lab_n, lab_s), (bare_n, bare_s)
             in zip(lab, BARE_EPOCHS, strict=True)]  # fmt: skip

@@ -42,7 +42,7 @@ import torch  # noqa: E402
 
 from ae_lab import lean  # noqa: E402
 from ae_lab.lean import hooks as lean_hooks  # noqa: E402
-from benchmarks.lab import timed_run  # noqa: E402
+from benchmarks.lab import dense_ae, timed_run  # noqa: E402
 
 DEFAULT_ROOT = REPO.parent / "shared" / "data" / "mnist10k"
 CLOCK = time.thread_time_ns
@@ -228,12 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"not timed (not in this Lightning/torch): {', '.join(RECORDER.missing)}")
 
     overrides = [
-        "model=ae",
-        "callbacks=none",
-        f"data.root='{args.data_root}'",
-        "data.download=false",
-        f"data.batch_size={args.batch_size}",
-        f"trainer.max_epochs={args.epochs}",
+        *dense_ae(args.data_root, args.batch_size, args.epochs),
         f"+callbacks.profile_window._target_={__name__}.ProfileWindow",
         *args.overrides,
     ]

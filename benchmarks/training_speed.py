@@ -71,7 +71,7 @@ from torch.utils.data import DataLoader  # noqa: E402
 from torchvision import datasets, transforms  # noqa: E402
 
 from ae_lab.denormals import flush_denormals  # noqa: E402
-from benchmarks.lab import compose, timed_run  # noqa: E402
+from benchmarks.lab import compose, dense_ae, timed_run  # noqa: E402
 
 DEFAULT_ROOT = REPO.parent / "shared" / "data" / "mnist10k"
 Epochs = list[tuple[int, float, float]]  # (samples, wall seconds, CPU seconds) per epoch
@@ -170,17 +170,7 @@ def bare_lab_loop(root: Path, batch_size: int, epochs: int, overrides: list[str]
 
 def lab_loop(root: Path, batch_size: int, epochs: int, overrides: list[str]) -> Epochs:
     """(d) The lab through its real entry point, every default on, figures off."""
-    records = timed_run(
-        [
-            "model=ae",
-            "callbacks=none",
-            f"data.root='{root}'",
-            "data.download=false",
-            f"data.batch_size={batch_size}",
-            f"trainer.max_epochs={epochs}",
-            *overrides,
-        ]
-    )
+    records = timed_run([*dense_ae(root, batch_size, epochs), *overrides])
     return [(r["samples"], r["seconds"], r["cpu_seconds"]) for r in records]
 
 
