@@ -304,7 +304,8 @@ class Autoencoder(L.LightningModule):
         return bool(trainer.fast_dev_run) or (trainer.global_step + 1) % every == 0
 
     def on_train_epoch_start(self) -> None:
-        self._epoch_loss = torch.zeros((), device=self.device)
+        # float32 whatever the precision (bf16-true, 64-true): summed in place every step
+        self._epoch_loss = torch.zeros((), device=self.device, dtype=torch.float32)
         self._epoch_images = 0
 
     def on_train_epoch_end(self) -> None:
