@@ -115,6 +115,21 @@ class Devices(Range):
         return super().__str__() + ", or device indices ([0, 1] or '0,1')"
 
 
+@dataclass(frozen=True)
+class OneOf(Range):
+    """One of ``values`` (compared as text: Lightning reads ``32`` and ``"32"`` alike), with what
+    the others lack in ``why``."""
+
+    values: tuple[str, ...] = ()
+    why: str = ""
+
+    def admits(self, value: Any) -> bool:
+        return value is None or str(value) in self.values
+
+    def __str__(self) -> str:
+        return f"one of {', '.join(self.values)}" + (f" ({self.why})" if self.why else "")
+
+
 AT_LEAST_0 = Range(0)
 AT_LEAST_1 = Range(1)
 POSITIVE = Range(0, low_open=True)
@@ -163,6 +178,12 @@ RULES: dict[str, Range] = {
     "trainer.limit_val_batches": POSITIVE,
     "trainer.limit_test_batches": POSITIVE,
     "trainer.devices": Devices(1, special={-1: "all", "auto": "all available"}),
+    # the data modules hand float32 images to models whose weights a "-true" precision other than
+    # 32 would make bf16/fp16/fp64, and the figures and metrics read float32
+    "trainer.precision": OneOf(
+        values=("32-true", "32", "bf16-mixed", "bf16", "16-mixed", "16"),
+        why="the lab trains in float32 weights; bf16-mixed for speed on a GPU",
+    ),
     "trainer.num_nodes": AT_LEAST_1,
     "trainer.accumulate_grad_batches": AT_LEAST_1,
     "trainer.check_val_every_n_epoch": AT_LEAST_1,

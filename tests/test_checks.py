@@ -67,6 +67,8 @@ BAD = [
     (["trainer.devices=abc"], "trainer.devices='abc': must be >= 1, or -1 (all), or 'auto' (all"),
     (["trainer.devices=[]"], "trainer.devices=[]: must be"),
     (["trainer.devices=[-1]"], "trainer.devices=[-1]: must be"),
+    (["trainer.precision=bf16-true"], "trainer.precision='bf16-true': must be one of 32-true"),
+    (["trainer.precision=64-true"], "trainer.precision='64-true': must be one of 32-true"),
     (["model=vae", "model.beta=-1"], "model.beta=-1: must be >= 0"),
     (["model=denoising_ae", "model.corruption.p=1.5"], "model.corruption.p=1.5"),
     (
@@ -267,3 +269,8 @@ def test_select_walks_mappings_and_lists():
 @pytest.mark.parametrize("devices", [1, 2, -1, "auto", "1", "0,1", [0], [0, 1]])
 def test_every_way_lightning_reads_devices_passes(devices):
     assert check_ranges({"trainer": {"devices": devices}}) == []
+
+
+@pytest.mark.parametrize("precision", ["32-true", 32, "32", "bf16-mixed", "bf16", "16-mixed", 16])
+def test_every_precision_the_lab_trains_in_passes(precision):
+    assert check_ranges({"trainer": {"precision": precision}}) == []
