@@ -102,7 +102,7 @@ class LeanTrainingEpochLoop(_TrainingEpochLoop):
                 with trainer.profiler.profile("run_training_batch"):
                     if trainer.lightning_module.automatic_optimization:
                         batch_output = self.automatic_optimization.run(
-                            trainer.optimizers[0], batch_idx, kwargs
+                            trainer.optimizers[0], batch_idx, kwargs, setup
                         )
                     else:
                         batch_output = self.manual_optimization.run(kwargs)
@@ -167,7 +167,7 @@ class LeanTrainingEpochLoop(_TrainingEpochLoop):
             id(connector._progress_bar_metrics),
             id(connector._logged_metrics),
         )
-        if state != self._read_at or not isinstance(results, LeanResults):
+        if state != self._read_at:
             connector.on_batch_end()
             self._read_at = state
         else:

@@ -12,6 +12,7 @@ the same profiler sections when a profiler is in use.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import lightning as L
@@ -119,11 +120,14 @@ class Setup:
         if callbacks:
             previous, module._current_fx_name = module._current_fx_name, hook
             for callback in callbacks:
-                if self.profiling:
-                    with trainer.profiler.profile(f"[Callback]{callback.state_key}.{hook}"):
-                        getattr(callback, hook)(trainer, module, *args)
-                else:
-                    getattr(callback, hook)(trainer, module, *args)
+                self.in_section(
+                    trainer,
+                    lambda cb=callback: f"[Callback]{cb.state_key}.{hook}",
+                    getattr(callback, hook),
+                    trainer,
+                    module,
+                    *args,
+                )
             module._current_fx_name = previous
         if module_overrides:
             return self.call_module(trainer, hook, *args)
@@ -133,12 +137,12 @@ class Setup:
         """The module's ``hook``, as ``_call_lightning_module_hook`` calls it."""
         module = trainer.lightning_module
         previous, module._current_fx_name = module._current_fx_name, hook
-        if self.profiling:
-            name = f"[LightningModule]{type(module).__name__}.{hook}"
-            with trainer.profiler.profile(name):
-                output = getattr(module, hook)(*args)
-        else:
-            output = getattr(module, hook)(*args)
+        output = self.in_section(
+            trainer,
+            lambda: f"[LightningModule]{type(module).__name__}.{hook}",
+            getattr(module, hook),
+            *args,
+        )
         module._current_fx_name = previous
         return output
 
@@ -148,11 +152,22 @@ class Setup:
         owner = self.transfer[hook]
         if isinstance(owner, L.LightningModule):
             return self.call_module(trainer, hook, *args)
-        if self.profiling:
-            name = f"[LightningDataModule]{type(owner).__name__}.{hook}"
-            with trainer.profiler.profile(name):
-                return getattr(owner, hook)(*args)
-        return getattr(owner, hook)(*args)
+        return self.in_section(
+            trainer,
+            lambda: f"[LightningDataModule]{type(owner).__name__}.{hook}",
+            getattr(owner, hook),
+            *args,
+        )
+
+    def in_section(
+        self, trainer: L.Trainer, section: Callable[[], str], function: Callable, *args: Any
+    ) -> Any:
+        """``function(*args)``, inside the profiler section ``section()`` names when a profiler is
+        in use (the name, which Lightning formats at every call, only then)."""
+        if not self.profiling:
+            return function(*args)
+        with trainer.profiler.profile(section()):
+            return function(*args)
 
 
 class SetupCache:

@@ -5,10 +5,10 @@ Every ``self.log`` ends in ``_ResultCollection.log``, which calls ``.to(value.de
 value's ``_ResultMetric``: that walks the metric's whole ``__dict__`` (a torchmetrics ``Metric``:
 ~40 attributes, among them its ``_Metadata`` dataclass, which the walk deep-copies), ~0.7 ms a
 call on a CPU, every call, although the state has been on that device since the first (a logged
-torchmetrics ``Metric`` is walked the same way). The
-evaluation steps log a few values each, and the training step one value every
-``log_every_n_steps``. :class:`LeanResults` calls it only when some of the metric's state is not on
-the value's device (its first value, a value from another device, after ``cpu()``).
+torchmetrics ``Metric`` is walked the same way). The evaluation steps log a few values each, and
+the training step one value every ``log_every_n_steps``. :class:`LeanResults` calls it only when
+some of the metric's state is not on the value's device (its first value, a value from another
+device, after ``cpu()``).
 
 :attr:`LeanResults.changes` counts what can change the values the logger connector reads back
 (``log``, ``reset``, a key set or deleted): :mod:`ae_lab.lean.batch` reads the step's logged

@@ -65,8 +65,16 @@ class LeanAutomaticOptimization(Automatic):
             and len(trainer.optimizers) == 1
         )
 
-    def run(self, optimizer: torch.optim.Optimizer, batch_idx: int, kwargs: OrderedDict) -> Any:
-        setup = self.setup()
+    def run(
+        self,
+        optimizer: torch.optim.Optimizer,
+        batch_idx: int,
+        kwargs: OrderedDict,
+        setup: Setup | None = None,
+    ) -> Any:
+        """One optimizer step; ``setup``: the one the lean batch found for this batch (else it is
+        found here, as when Lightning's own batch calls this)."""
+        setup = setup or self.setup()
         if not self.applies(setup):
             return super().run(optimizer, batch_idx, kwargs)
         outcome: list[ClosureResult] = []
@@ -116,11 +124,12 @@ class LeanAutomaticOptimization(Automatic):
         trainer = self.trainer
         strategy, module = trainer.strategy, trainer.lightning_module
         previous, module._current_fx_name = module._current_fx_name, "training_step"
-        if setup.profiling:
-            with trainer.profiler.profile(f"[Strategy]{type(strategy).__name__}.training_step"):
-                output = strategy.training_step(*kwargs.values())
-        else:
-            output = strategy.training_step(*kwargs.values())
+        output = setup.in_section(
+            trainer,
+            lambda: f"[Strategy]{type(strategy).__name__}.training_step",
+            strategy.training_step,
+            *kwargs.values(),
+        )
         module._current_fx_name = previous
         strategy.post_training_step()  # (Lightning calls it, unused, for backward compatibility)
         if output is None and trainer.world_size > 1:
