@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import json
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,31 @@ def dense_ae(root: Path, batch_size: int, epochs: int) -> list[str]:
         f"data.batch_size={batch_size}",
         f"trainer.max_epochs={epochs}",
     ]
+
+
+def bare_epoch(
+    module: Any,
+    optimizer: Any,
+    split: Any,
+    batch_size: int,
+    to_float: Callable[[Any], Any],
+) -> tuple[int, float, float]:
+    """One epoch of a plain ``for`` loop over the lab's own model, no Lightning: a shuffled
+    permutation of the uint8 ``split`` (an ``IndexedImages``) sliced into batches, each made float
+    by ``to_float``, ``module.objective``, ``zero_grad``, ``backward``, ``step``; the incomplete
+    last batch dropped, as the lab drops it. Returns (images, wall seconds, CPU seconds)."""
+    import torch  # noqa: PLC0415 (torch loads when a benchmark runs, not at import)
+
+    usable = len(split) - len(split) % batch_size
+    start, cpu = time.perf_counter(), time.process_time()
+    order = torch.randperm(len(split))
+    for i in range(0, usable, batch_size):
+        images, _ = split.take(order[i : i + batch_size])
+        loss = module.objective(to_float(images))["loss"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return usable, time.perf_counter() - start, time.process_time() - cpu
 
 
 def timed_run(overrides: list[str], log_file: Path | None = None) -> list[dict[str, Any]]:

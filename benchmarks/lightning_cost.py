@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,7 @@ if str(REPO) not in sys.path:  # run as a script: make `benchmarks.*` importable
 import lightning as L  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks.lab import dense_ae, timed_run  # noqa: E402
+from benchmarks.lab import bare_epoch, dense_ae, timed_run  # noqa: E402
 
 DEFAULT_ROOT = REPO.parent / "shared" / "data" / "mnist10k"
 #: the bare epochs of the current run: (steps, seconds)
@@ -47,19 +46,10 @@ class BareEpoch(L.Callback):
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: Any) -> None:
         if trainer.current_epoch == 0:
             return
-        data, optimizer = trainer.datamodule, trainer.optimizers[0]
-        split, size = data.splits["train"], data.batch_size
-        usable = len(split) - len(split) % size
-        order = torch.randperm(len(split))
-        steps, start = 0, time.perf_counter()
-        for i in range(0, usable, size):
-            images, _ = split.take(order[i : i + size])
-            loss = pl_module.objective(data.to_float(images))["loss"]
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            steps += 1
-        BARE_EPOCHS.append((steps, time.perf_counter() - start))
+        data = trainer.datamodule
+        images, seconds, _ = bare_epoch(pl_module, trainer.optimizers[0], data.splits["train"],
+                                        data.batch_size, data.to_float)  # fmt: skip
+        BARE_EPOCHS.append((images // data.batch_size, seconds))
 
 
 def paired_ratios(root: Path, batch_size: int, epochs: int, overrides: list[str]) -> list[float]:

@@ -71,7 +71,7 @@ from torch.utils.data import DataLoader  # noqa: E402
 from torchvision import datasets, transforms  # noqa: E402
 
 from ae_lab.denormals import flush_denormals  # noqa: E402
-from benchmarks.lab import compose, dense_ae, timed_run  # noqa: E402
+from benchmarks.lab import bare_epoch, compose, dense_ae, timed_run  # noqa: E402
 
 DEFAULT_ROOT = REPO.parent / "shared" / "data" / "mnist10k"
 Epochs = list[tuple[int, float, float]]  # (samples, wall seconds, CPU seconds) per epoch
@@ -143,7 +143,8 @@ def bare_lab_loop(root: Path, batch_size: int, epochs: int, overrides: list[str]
     objective, its optimizer, batches of the lab's uint8 digits made float as its data module does;
     no Lightning. (d)/(e) is what Lightning's loop costs; (e)/(c) what the lab's model code costs
     beyond the study's ``nn.Sequential`` and summed MSE."""
-    from ae_lab.train import build_model, no_nvml_probe  # noqa: PLC0415 (Lightning loads here)
+    from ae_lab.data.arrays import IndexedImages  # noqa: PLC0415 (Lightning loads here)
+    from ae_lab.train import build_model, no_nvml_probe  # noqa: PLC0415
 
     no_nvml_probe()  # as the lab's setup does: Lightning's import made every Adam step probe NVML
 
@@ -152,20 +153,11 @@ def bare_lab_loop(root: Path, batch_size: int, epochs: int, overrides: list[str]
     model = build_model(cfg.model, (1, 28, 28))
     model.train()
     optimizer = instantiate(cfg.model.optimizer)(model.parameters())
-    digits = datasets.MNIST(str(root), train=True, download=False).data.unsqueeze(1)
-    n = len(digits) - len(digits) % batch_size
-    out = []
-    for _ in range(epochs):
-        start, cpu = time.perf_counter(), time.process_time()
-        order = torch.randperm(len(digits))
-        for i in range(0, n, batch_size):
-            x = digits.index_select(0, order[i : i + batch_size]).float().div_(255)
-            loss = model.objective(x)["loss"]
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-        out.append((n, time.perf_counter() - start, time.process_time() - cpu))
-    return out
+    digits = IndexedImages(datasets.MNIST(str(root), train=True, download=False).data.unsqueeze(1))
+    return [
+        bare_epoch(model, optimizer, digits, batch_size, lambda x: x.float().div_(255))
+        for _ in range(epochs)
+    ]
 
 
 def lab_loop(root: Path, batch_size: int, epochs: int, overrides: list[str]) -> Epochs:
