@@ -21,17 +21,32 @@ dataloader's iterator, a strategy other than one device or DDP, or one with its 
 from __future__ import annotations
 
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any
 
 import lightning as L
 import torch
 from lightning.fabric.utilities.apply_func import move_data_to_device
-from lightning.pytorch.loops.fetchers import _DataFetcher, _DataLoaderIterDataFetcher
+from lightning.pytorch.loops.fetchers import (
+    _DataFetcher,
+    _DataLoaderIterDataFetcher,
+    _profile_nothing,
+)
 from lightning.pytorch.loops.training_epoch_loop import _TrainingEpochLoop
 
 from ae_lab.lean.hooks import Setup, SetupCache
 from ae_lab.lean.results import LeanResults
 from ae_lab.lean.step import LeanAutomaticOptimization
+
+
+@dataclass(frozen=True)
+class _Epoch:
+    """What holds for the whole of one run of the epoch loop."""
+
+    setup: Setup
+    lean: bool  # its batches run lean
+    distributed: bool  # sigterm is broadcast before each batch
+    validates: bool  # Lightning's ``_should_check_val_epoch``
 
 
 class LeanTrainingEpochLoop(_TrainingEpochLoop):
@@ -49,29 +64,64 @@ class LeanTrainingEpochLoop(_TrainingEpochLoop):
         self.val_loop._results = LeanResults(training=False)
         #: what the logged values were last read back at (see :meth:`_read_logged_values`)
         self._read_at: tuple | None = None
+        #: what holds for the whole of the epoch being run (:meth:`on_run_start`), else None
+        self._epoch: _Epoch | None = None
 
     def applies(self, setup: Setup, data_fetcher: _DataFetcher) -> bool:
-        """Whether this batch can run lean (else Lightning's own ``advance`` runs)."""
-        return (
-            setup.lean_batch
-            and not self.restarting
-            and not isinstance(data_fetcher, _DataLoaderIterDataFetcher)
+        """Whether this epoch's batches can run lean (else Lightning's own ``advance`` runs)."""
+        return setup.lean_batch and not isinstance(data_fetcher, _DataLoaderIterDataFetcher)
+
+    def run(self, data_fetcher: _DataFetcher) -> None:
+        try:
+            super().run(data_fetcher)
+        finally:
+            self._epoch = None
+
+    def on_run_start(self, data_fetcher: _DataFetcher) -> None:
+        """Lightning's, then what holds for the whole epoch, found once (Lightning finds each at
+        every batch): the :class:`~ae_lab.lean.hooks.Setup`, whether the batches run lean,
+        whether sigterm is broadcast, whether this epoch validates; and, without a profiler, a
+        fetch that does not name a profiler section (two f-strings and calls a batch)."""
+        super().on_run_start(data_fetcher)
+        setup = self.setups.get()
+        trainer = self.trainer
+        self._epoch = _Epoch(
+            setup=setup,
+            lean=self.applies(setup, data_fetcher),
+            distributed=(
+                torch.distributed.is_available()
+                and torch.distributed.is_initialized()
+                and trainer.world_size > 1
+            ),
+            validates=super()._should_check_val_epoch(),
         )
+        if not setup.profiling:
+            data_fetcher._start_profiler = data_fetcher._stop_profiler = _profile_nothing
+
+    def _should_check_val_epoch(self) -> bool:
+        """Whether this epoch validates: found at its start (Lightning asks after every batch,
+        two ``is_overridden`` in ``trainer.enable_validation``); Lightning's answer outside one."""
+        if self._epoch is None:
+            return super()._should_check_val_epoch()
+        return self._epoch.validates
+
+    def update_lr_schedulers(self, interval: str, update_plateau_schedulers: bool) -> None:
+        """Lightning's, which with no schedulers finds nothing to step (after asking whether the
+        batch accumulates, after every batch): then nothing."""
+        if self.trainer.lr_scheduler_configs:
+            super().update_lr_schedulers(interval, update_plateau_schedulers)
 
     def advance(self, data_fetcher: _DataFetcher) -> None:
         """One training batch: Lightning 2.6's ``_TrainingEpochLoop.advance``, for the setups
         :meth:`applies` accepts, with the hooks of :class:`~ae_lab.lean.hooks.Setup`."""
-        setup = self.setups.get()
-        if not self.applies(setup, data_fetcher):
+        epoch = self._epoch
+        if epoch is None or not epoch.lean or self.restarting:
             self._read_at = None
             return super().advance(data_fetcher)
+        setup = epoch.setup
         self.val_loop.restarting = False
         trainer = self.trainer
-        if (
-            torch.distributed.is_available()
-            and torch.distributed.is_initialized()
-            and trainer.world_size > 1
-        ):
+        if epoch.distributed:
             self._broadcast_sigterm_tensor()
 
         batch, _, __ = next(data_fetcher)
@@ -99,13 +149,9 @@ class LeanTrainingEpochLoop(_TrainingEpochLoop):
                 kwargs = OrderedDict(batch=batch)
                 if setup.takes_batch_idx:
                     kwargs["batch_idx"] = batch_idx
-                with trainer.profiler.profile("run_training_batch"):
-                    if trainer.lightning_module.automatic_optimization:
-                        batch_output = self.automatic_optimization.run(
-                            trainer.optimizers[0], batch_idx, kwargs, setup
-                        )
-                    else:
-                        batch_output = self.manual_optimization.run(kwargs)
+                batch_output = setup.in_section(
+                    trainer, lambda: "run_training_batch", self._optimize, setup, batch_idx, kwargs
+                )
 
         self.batch_progress.increment_processed()
         if trainer.lr_scheduler_configs:  # (with none, these find nothing to step)
@@ -124,6 +170,12 @@ class LeanTrainingEpochLoop(_TrainingEpochLoop):
         due = every > 0 and ((self._batches_that_stepped + 1) % every == 0 or trainer.should_stop)
         if due or trainer.fast_dev_run:
             connector.update_train_step_metrics()
+
+    def _optimize(self, setup: Setup, batch_idx: int, kwargs: OrderedDict) -> Any:
+        if self.trainer.lightning_module.automatic_optimization:
+            optimizer = self.trainer.optimizers[0]
+            return self.automatic_optimization.run(optimizer, batch_idx, kwargs, setup)
+        return self.manual_optimization.run(kwargs)
 
     def _batch_start(self, connector: Any, batch: Any) -> None:
         """The logger connector's ``on_batch_start``, on this loop's results (the trainer's

@@ -89,6 +89,11 @@ class Setup:
             getattr(type(strategy), name) is not getattr(Strategy, name)
             for name in ("batch_to_device", "on_train_batch_start")
         )
+        #: the strategy does something before or after backward (DDP does; one device does not)
+        self.backward_hooks = any(
+            getattr(type(strategy), name) is not getattr(Strategy, name)
+            for name in ("pre_backward", "post_backward")
+        )
         self.zero_grad_hook = is_overridden("optimizer_zero_grad", module)
         self.clipping_hook = is_overridden("configure_gradient_clipping", module)
         self.takes_batch_idx = is_param_in_hook_signature(

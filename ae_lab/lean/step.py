@@ -157,15 +157,18 @@ class LeanAutomaticOptimization(Automatic):
         progress.increment_completed()
 
     def _backward(self, setup: Setup, loss: torch.Tensor) -> None:
-        """``Strategy.backward`` with a plain precision plugin."""
+        """``Strategy.backward`` with a plain precision plugin (the strategy's own hooks only where
+        it has them)."""
         strategy, module = self.trainer.strategy, self.trainer.lightning_module
-        strategy.pre_backward(loss)
+        if setup.backward_hooks:
+            strategy.pre_backward(loss)
         setup.call(self.trainer, "on_before_backward", loss)
         previous, module._current_fx_name = module._current_fx_name, "backward"
         module.backward(loss)
         module._current_fx_name = previous
         setup.call(self.trainer, "on_after_backward")
-        strategy.post_backward(loss.detach())
+        if setup.backward_hooks:
+            strategy.post_backward(loss.detach())
 
     def _before_optimizer_step(self, setup: Setup, optimizer: torch.optim.Optimizer) -> None:
         """The precision plugin's ``_after_closure``: hooks, then gradient clipping."""

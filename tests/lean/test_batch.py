@@ -212,12 +212,18 @@ def assert_same_run(tmp_path: Path, **args) -> L.Trainer:
     return ours["trainer"]
 
 
-def test_the_lean_batch_runs_as_lightnings_own(tmp_path):
+def test_the_lean_batch_runs_as_lightnings_own(tmp_path, monkeypatch):
+    fallbacks = count_fallbacks(monkeypatch)
     trainer = assert_same_run(tmp_path)
-    loop = trainer.fit_loop.epoch_loop
-    assert isinstance(loop, lean.LeanTrainingEpochLoop)
-    assert loop.setups.get().lean_batch  # it ran lean, not through the fallback
+    assert isinstance(trainer.fit_loop.epoch_loop, lean.LeanTrainingEpochLoop)
     assert trainer.global_step == 12
+    assert len(fallbacks) == 12  # all of them Lightning's own run's: the lean run handed none over
+
+
+def test_validating_every_other_epoch_as_lightnings_own(tmp_path):
+    """Whether an epoch validates is found once an epoch (Lightning asks after every batch)."""
+    trainer = assert_same_run(tmp_path, max_epochs=3, check_val_every_n_epoch=2)
+    assert trainer.fit_loop.epoch_loop._epoch is None  # (outside an epoch: Lightning's answer)
 
 
 def test_a_manually_optimized_module_as_lightnings_own(tmp_path):
@@ -234,6 +240,8 @@ def test_under_a_profiler_as_lightnings_own(tmp_path):
     recorded = trainer.profiler.recorded_durations
     assert any(name.endswith("Recorder.on_train_batch_end") for name in recorded)
     assert any("on_after_batch_transfer" in name for name in recorded)
+    assert any(name.endswith("train_dataloader_next") for name in recorded)  # the fetch
+    assert "run_training_batch" in recorded
 
 
 def test_the_loop_reads_logged_values_back_only_when_they_changed(tmp_path, monkeypatch):
@@ -266,19 +274,40 @@ def test_the_loop_reads_logged_values_back_only_when_they_changed(tmp_path, monk
     assert reads == [0, 4]  # the epoch's first batch, the one that logged
 
 
-def test_a_restart_falls_back_to_lightnings_advance(tmp_path):
-    """The first batch after resuming from a checkpoint runs Lightning's own ``advance`` (its
-    restart bookkeeping); ``tests/test_resume.py`` checks that resumed runs train as unbroken ones."""
+def count_fallbacks(monkeypatch) -> list:
+    """The batch indices at which the lean loop handed a batch to Lightning's own ``advance``."""
+    fallbacks: list = []
+    original = _TrainingEpochLoop.advance
 
-    class Lean:
-        lean_batch = True
+    def advance(self, data_fetcher):
+        fallbacks.append(self.batch_idx + 1)
+        return original(self, data_fetcher)
 
-    trainer = L.Trainer(logger=False, default_root_dir=tmp_path)
-    assert lean.install(trainer)
-    loop = trainer.fit_loop.epoch_loop
-    assert loop.applies(Lean(), object())
-    loop.restarting = True
-    assert not loop.applies(Lean(), object())
+    monkeypatch.setattr(_TrainingEpochLoop, "advance", advance)
+    return fallbacks
+
+
+def test_a_restart_falls_back_to_lightnings_advance(tmp_path, monkeypatch):
+    """The first batch after resuming from a checkpoint saved within an epoch runs Lightning's own
+    ``advance`` (its restart bookkeeping), the rest run lean; ``tests/test_resume.py`` checks that
+    resumed runs train as unbroken ones."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    def trainer(**args) -> L.Trainer:
+        trainer = L.Trainer(
+            max_epochs=2, logger=False, enable_progress_bar=False, enable_model_summary=False,
+            num_sanity_val_steps=0, default_root_dir=tmp_path, **args,
+        )  # fmt: skip
+        assert lean.install(trainer)
+        return trainer
+
+    saving = ModelCheckpoint(tmp_path / "ckpt", "{step}", every_n_train_steps=3, save_top_k=-1)
+    trainer(callbacks=[saving]).fit(Regression([]), datamodule=Pairs([]))
+    fallbacks = count_fallbacks(monkeypatch)
+    resumed = trainer()
+    resumed.fit(Regression([]), datamodule=Pairs([]), ckpt_path=tmp_path / "ckpt" / "step=3.ckpt")
+    assert resumed.global_step == 12
+    assert fallbacks == [3]  # the fourth batch of the first epoch (index 3), then lean again
 
 
 def test_install_leaves_an_unknown_loop_alone(tmp_path):
