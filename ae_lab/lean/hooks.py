@@ -89,6 +89,15 @@ class Setup:
             getattr(type(strategy), name) is not getattr(Strategy, name)
             for name in ("batch_to_device", "on_train_batch_start")
         )
+        #: ``strategy.training_step`` would only call the module's: one device, the module not
+        #: wrapped, a precision plugin with no context for the step (32-true; not bf16's autocast)
+        plugin = type(trainer.precision_plugin)
+        self.direct_training_step = (
+            type(strategy) is SingleDeviceStrategy
+            and strategy.model is module
+            and plugin.train_step_context is Precision.train_step_context
+            and plugin.forward_context is Precision.forward_context
+        )
         #: the strategy does something before or after backward (DDP does; one device does not)
         self.backward_hooks = any(
             getattr(type(strategy), name) is not getattr(Strategy, name)

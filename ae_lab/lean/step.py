@@ -18,7 +18,9 @@ directly:
 3. the strategy's ``pre_backward``, ``on_before_backward`` hooks, ``module.backward(loss)``,
    ``on_after_backward`` hooks, the strategy's ``post_backward``;
 4. ``on_before_optimizer_step`` hooks and gradient clipping (``configure_gradient_clipping``);
-5. ``optimizer.step(closure)``, the closure doing 1-4 inside it, as Lightning's does;
+5. ``optimizer.step(closure)``, the closure doing 1-4 inside it, as Lightning's does (for torch's
+   own optimizers that call the closure first thing, and with no step pre-hooks, ``closure()``
+   then ``optimizer.step()``: the same, a round trip through the optimizer shorter);
 
 with the same progress counters (so ``global_step``, checkpoints and resuming are unchanged), and
 calling only the hooks that a callback or the module overrides (:mod:`ae_lab.lean.hooks`). Every
@@ -34,12 +36,34 @@ from typing import Any
 
 import lightning as L
 import torch
+import torch.optim.optimizer as torch_optimizer
 from lightning.pytorch.loops.optimization.automatic import Closure, ClosureResult
 from lightning.pytorch.loops.optimization.automatic import _AutomaticOptimization as Automatic
 from lightning.pytorch.trainer import call
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from ae_lab.lean.hooks import Setup, SetupCache
+
+
+#: torch's optimizers whose ``step(closure)`` calls the closure once, under ``torch.enable_grad``,
+#: before anything else it does (``LBFGS`` calls it again and again; an optimizer of another
+#: library may do anything with it)
+CLOSURE_FIRST = (
+    torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD, torch.optim.RMSprop, torch.optim.Adagrad,
+    torch.optim.Adamax, torch.optim.NAdam, torch.optim.RAdam, torch.optim.Adadelta,
+    torch.optim.ASGD, torch.optim.Rprop,
+)  # fmt: skip
+
+
+def closure_first(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether ``optimizer.step(closure)`` does what ``closure(); optimizer.step()`` does: one of
+    :data:`CLOSURE_FIRST`, and no step pre-hooks (of the optimizer or global), which ``step`` runs
+    before it calls the closure."""
+    return (
+        type(optimizer) in CLOSURE_FIRST
+        and not getattr(optimizer, "_optimizer_step_pre_hooks", True)
+        and not getattr(torch_optimizer, "_global_optimizer_pre_hooks", True)
+    )
 
 
 class LeanAutomaticOptimization(Automatic):
@@ -87,7 +111,11 @@ class LeanAutomaticOptimization(Automatic):
 
         progress = self.optim_progress.optimizer.step
         progress.increment_ready()
-        optimizer.step(closure=closure)
+        if setup.profiling or not closure_first(optimizer):
+            optimizer.step(closure=closure)
+        else:  # what step(closure) does, without the closure's round trip through the optimizer
+            closure()
+            optimizer.step()
         progress.increment_completed()
         if not outcome:  # Lightning's own step refuses this too (Closure.consume_result)
             raise MisconfigurationException(
@@ -116,8 +144,9 @@ class LeanAutomaticOptimization(Automatic):
         return result
 
     def _lean_training_step(self, setup: Setup, kwargs: OrderedDict) -> ClosureResult:
-        """Lightning's ``_training_step``: the strategy's ``training_step`` (with the module's
-        ``_current_fx_name`` set, in its profiler section when profiling), its unused
+        """Lightning's ``_training_step``: the strategy's ``training_step`` (the module's directly
+        where that is all the strategy's would do: ``Setup.direct_training_step``; with the
+        module's ``_current_fx_name`` set, in its profiler section when profiling), its unused
         ``post_training_step``, the output as a ``ClosureResult``. A loss returned as a tensor is
         taken as it is: Lightning divides it by ``accumulate_grad_batches``, which is 1 wherever
         the lean step runs (an operation and a node in the graph, each step, for nothing)."""
@@ -127,7 +156,7 @@ class LeanAutomaticOptimization(Automatic):
         output = setup.in_section(
             trainer,
             lambda: f"[Strategy]{type(strategy).__name__}.training_step",
-            strategy.training_step,
+            module.training_step if setup.direct_training_step else strategy.training_step,
             *kwargs.values(),
         )
         module._current_fx_name = previous

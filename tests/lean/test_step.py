@@ -219,6 +219,49 @@ def test_an_optimizer_that_skips_the_closure_is_an_error(tmp_path):
         trainer.fit(LazyRegression([]), DataLoader(data, batch_size=8))
 
 
+class PreHooked(Regression):
+    """An optimizer with a step pre-hook, which ``step`` runs before it calls the closure."""
+
+    def training_step(self, batch, batch_idx):
+        self.record.append(("lm.training_step", batch_idx))
+        return super().training_step(batch, batch_idx)
+
+    def configure_optimizers(self):
+        optimizer = super().configure_optimizers()
+        optimizer.register_step_pre_hook(lambda *_: self.record.append(("optimizer.pre_hook",)))
+        return optimizer
+
+
+class Quasi(Regression):
+    """LBFGS, which calls the closure again and again."""
+
+    def configure_optimizers(self):
+        return torch.optim.LBFGS(self.parameters(), lr=0.1, max_iter=3)
+
+
+def test_a_step_pre_hook_runs_before_the_training_step_as_in_lightnings_own(tmp_path):
+    _, trainer = assert_same_run(tmp_path, PreHooked)
+    assert not lean.step.closure_first(trainer.optimizers[0])  # so the closure goes to step()
+
+
+def test_lbfgs_as_lightnings_own(tmp_path):
+    _, trainer = assert_same_run(tmp_path, Quasi)
+    assert not lean.step.closure_first(trainer.optimizers[0])
+
+
+def test_torchs_usual_optimizers_have_their_closure_called_first():
+    params = [torch.nn.Parameter(torch.zeros(2))]
+    for optimizer in (torch.optim.Adam(params), torch.optim.AdamW(params), torch.optim.SGD(params)):
+        assert lean.step.closure_first(optimizer)
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+    handle = register_optimizer_step_pre_hook(lambda *_: None)
+    try:  # a global pre-hook runs before any closure
+        assert not lean.step.closure_first(torch.optim.Adam(params))
+    finally:
+        handle.remove()
+
+
 def test_without_the_internals_lightnings_own_step_runs(tmp_path, monkeypatch, caplog):
     monkeypatch.setitem(sys.modules, "ae_lab.lean", None)  # its import now fails
     monkeypatch.delattr(ae_lab, "lean", raising=False)
