@@ -44,7 +44,6 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from ae_lab.lean.hooks import Setup, SetupCache
 
-
 #: torch's optimizers whose ``step(closure)`` calls the closure once, under ``torch.enable_grad``,
 #: before anything else it does (``LBFGS`` calls it again and again; an optimizer of another
 #: library may do anything with it)
