@@ -21,6 +21,8 @@ from hydra.core.hydra_config import HydraConfig
 from ae_lab.compose import compose_config as compose
 
 TIMER = "benchmarks.timing.EpochTimer"
+#: the timer for comparisons with loops that have no hook per batch (see ``EpochClock``)
+CLOCK = "benchmarks.timing.EpochClock"
 
 
 def dense_ae(root: Path, batch_size: int, epochs: int) -> list[str]:
@@ -61,9 +63,12 @@ def bare_epoch(
     return usable, time.perf_counter() - start, time.process_time() - cpu
 
 
-def timed_run(overrides: list[str], log_file: Path | None = None) -> list[dict[str, Any]]:
+def timed_run(
+    overrides: list[str], log_file: Path | None = None, timer: str = TIMER
+) -> list[dict[str, Any]]:
     """Train through ``ae_lab.train.run`` (in a fresh temporary run directory) and return the
-    :class:`~benchmarks.timing.EpochTimer` record of every training epoch.
+    :class:`~benchmarks.timing.EpochTimer` record of every training epoch (``timer``: the class
+    that times them, an ``EpochTimer`` or a subclass such as ``EpochClock``).
 
     The run's console output (progress bar, warnings) goes to ``log_file`` (default: a file in the
     temporary directory, so the progress bar still renders every refresh as it does for a user).
@@ -73,8 +78,8 @@ def timed_run(overrides: list[str], log_file: Path | None = None) -> list[dict[s
     with tempfile.TemporaryDirectory(prefix="ae_lab_bench_") as tmp:
         tmp = Path(tmp)
         epochs_file = tmp / "epochs.jsonl"
-        timer = [f"+callbacks.timer._target_={TIMER}", f"+callbacks.timer.path='{epochs_file}'"]
-        cfg = compose([*overrides, *timer], tmp / "run")
+        timing = [f"+callbacks.timer._target_={timer}", f"+callbacks.timer.path='{epochs_file}'"]
+        cfg = compose([*overrides, *timing], tmp / "run")
         log_path = log_file or tmp / "console.log"
         try:
             with (

@@ -8,10 +8,11 @@ same module, optimizer and batches, alternated.
 ``training_speed.py`` compares loops run in separate processes, a minute apart; on a machine whose
 speed drifts (this project's 2-core VM: 30% within minutes) its per-round ratios scatter by
 +-15%. Here the lab trains as ``python train.py model=ae callbacks=none`` does (every default on,
-timed by :class:`benchmarks.timing.EpochTimer`, validation excluded), and before each of its
-training epochs after the first a callback runs one bare epoch, outside the timer, on the same
-process, module, optimizer and data: the lab's own batches (``take`` + ``to_float``), the module's
-``objective``, ``zero_grad``, ``backward``, ``step``, in a plain ``for`` loop. Each lab epoch is
+timed by :class:`benchmarks.timing.EpochClock`, validation excluded, no hook per batch), and
+before each of its training epochs after the first a callback runs one bare epoch, outside the
+timer, on the same process, module, optimizer and data: the lab's own batches (``take`` +
+``to_float``), the module's ``objective``, ``zero_grad``, ``backward``, ``step``, in a plain
+``for`` loop. Each lab epoch is
 compared with the bare epoch right before it; the median of those ratios is Lightning's cost (the
 issue's target: >= 0.90).
 """
@@ -31,7 +32,7 @@ if str(REPO) not in sys.path:  # run as a script: make `benchmarks.*` importable
 import lightning as L  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks.lab import bare_epoch, dense_ae, timed_run  # noqa: E402
+from benchmarks.lab import CLOCK, bare_epoch, dense_ae, timed_run  # noqa: E402
 
 DEFAULT_ROOT = REPO.parent / "shared" / "data" / "mnist10k"
 #: the bare epochs of the current run: (steps, seconds)
@@ -56,7 +57,7 @@ def paired_ratios(root: Path, batch_size: int, epochs: int, overrides: list[str]
     """Per epoch after the first: the lab's samples/s over the bare loop's just before it."""
     BARE_EPOCHS.clear()
     bare = f"+callbacks.bare_epoch._target_={__name__}.BareEpoch"
-    records = timed_run([*dense_ae(root, batch_size, epochs), bare, *overrides])
+    records = timed_run([*dense_ae(root, batch_size, epochs), bare, *overrides], timer=CLOCK)
     lab = [(r["steps"], r["seconds"]) for r in records[1:]]
     return [(bare_s / bare_n) / (lab_s / lab_n) for (lab_n, lab_s), (bare_n, bare_s)
             in zip(lab, BARE_EPOCHS, strict=True)]  # fmt: skip

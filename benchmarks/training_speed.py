@@ -18,7 +18,8 @@ digits, at each batch size, four ways:
     lab's ``flush_denormal``: the same optimizer and the same network as the lab.
 (d) lab: ``ae_lab.train.run`` on the composed config ``model=ae callbacks=none`` with every
     default on (TensorBoard logger, progress bar, checkpoints; no figures), timed by
-    :class:`benchmarks.timing.EpochTimer` (training epoch, validation excluded).
+    :class:`benchmarks.timing.EpochClock` (training epoch, validation excluded; no hook per batch,
+    which the bare loops do not have either).
 (e) bare with the lab's model: (c)'s loop, but the module the lab's config builds (its nets, its
     objective: per-image summed error, mean over the batch), batches of uint8 digits made float as
     the lab's data module makes them: everything the lab computes, without Lightning. So (d)/(e)
@@ -71,7 +72,7 @@ from torch.utils.data import DataLoader  # noqa: E402
 from torchvision import datasets, transforms  # noqa: E402
 
 from ae_lab.denormals import flush_denormals  # noqa: E402
-from benchmarks.lab import bare_epoch, compose, dense_ae, timed_run  # noqa: E402
+from benchmarks.lab import CLOCK, bare_epoch, compose, dense_ae, timed_run  # noqa: E402
 
 DEFAULT_ROOT = REPO.parent / "shared" / "data" / "mnist10k"
 Epochs = list[tuple[int, float, float]]  # (samples, wall seconds, CPU seconds) per epoch
@@ -162,7 +163,7 @@ def bare_lab_loop(root: Path, batch_size: int, epochs: int, overrides: list[str]
 
 def lab_loop(root: Path, batch_size: int, epochs: int, overrides: list[str]) -> Epochs:
     """(d) The lab through its real entry point, every default on, figures off."""
-    records = timed_run([*dense_ae(root, batch_size, epochs), *overrides])
+    records = timed_run([*dense_ae(root, batch_size, epochs), *overrides], timer=CLOCK)
     return [(r["samples"], r["seconds"], r["cpu_seconds"]) for r in records]
 
 

@@ -116,6 +116,11 @@ class Setup:
             )
             for hook in (*STEP_HOOKS, *BATCH_HOOKS)
         }
+        #: the same callbacks' hooks, as bound methods (called as they are without a profiler)
+        self.methods = {
+            hook: [getattr(cb, hook) for cb in callbacks]
+            for hook, (callbacks, _) in self.hooks.items()
+        }
         #: for each transfer hook: the module or datamodule whose override runs, or None (the
         #: base hook: the batch unchanged, or moved by ``move_data_to_device``). Lightning's
         #: choice, with its warning when both override one.
@@ -133,15 +138,13 @@ class Setup:
         module = trainer.lightning_module
         if callbacks:
             previous, module._current_fx_name = module._current_fx_name, hook
-            for callback in callbacks:
-                self.in_section(
-                    trainer,
-                    lambda cb=callback: f"[Callback]{cb.state_key}.{hook}",
-                    getattr(callback, hook),
-                    trainer,
-                    module,
-                    *args,
-                )
+            if not self.profiling:
+                for method in self.methods[hook]:
+                    method(trainer, module, *args)
+            else:
+                for callback in callbacks:
+                    with trainer.profiler.profile(f"[Callback]{callback.state_key}.{hook}"):
+                        getattr(callback, hook)(trainer, module, *args)
             module._current_fx_name = previous
         if module_overrides:
             return self.call_module(trainer, hook, *args)
@@ -166,6 +169,8 @@ class Setup:
         owner = self.transfer[hook]
         if isinstance(owner, L.LightningModule):
             return self.call_module(trainer, hook, *args)
+        if not self.profiling:
+            return getattr(owner, hook)(*args)
         return self.in_section(
             trainer,
             lambda: f"[LightningDataModule]{type(owner).__name__}.{hook}",
