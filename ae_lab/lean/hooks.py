@@ -116,7 +116,8 @@ class Setup:
             )
             for hook in (*STEP_HOOKS, *BATCH_HOOKS)
         }
-        #: the same callbacks' hooks, as bound methods (called as they are without a profiler)
+        #: the same callbacks' hooks, as bound methods (called as they are without a profiler;
+        #: a hook assigned to a callback instance later, in the same fit, is not seen)
         self.methods = {
             hook: [getattr(cb, hook) for cb in callbacks]
             for hook, (callbacks, _) in self.hooks.items()
