@@ -12,9 +12,8 @@ timed by :class:`benchmarks.timing.EpochClock`, validation excluded, no hook per
 before each of its training epochs after the first a callback runs one bare epoch, outside the
 timer, on the same process, module, optimizer and data: the lab's own batches (``take`` +
 ``to_float``), the module's ``objective``, ``zero_grad``, ``backward``, ``step``, in a plain
-``for`` loop. Each lab epoch is
-compared with the bare epoch right before it; the median of those ratios is Lightning's cost (the
-issue's target: >= 0.90).
+``for`` loop. Each lab epoch is compared with the bare epoch right before it; the median of those
+ratios is Lightning's cost (the issue's target: >= 0.90).
 """
 
 from __future__ import annotations

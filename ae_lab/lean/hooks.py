@@ -144,8 +144,14 @@ class Setup:
                     method(trainer, module, *args)
             else:
                 for callback in callbacks:
-                    with trainer.profiler.profile(f"[Callback]{callback.state_key}.{hook}"):
-                        getattr(callback, hook)(trainer, module, *args)
+                    self.in_section(
+                        trainer,
+                        lambda cb=callback: f"[Callback]{cb.state_key}.{hook}",
+                        getattr(callback, hook),
+                        trainer,
+                        module,
+                        *args,
+                    )
             module._current_fx_name = previous
         if module_overrides:
             return self.call_module(trainer, hook, *args)
