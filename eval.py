@@ -12,13 +12,13 @@ import hydra
 from omegaconf import DictConfig
 
 from ae_lab import cli
-from ae_lab.eval_config import prepare_argv
+from ae_lab.run.eval_config import prepare_argv
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
 def main(cfg: DictConfig) -> Any:
     # Imported here so that `--help` and config errors answer without loading torch.
-    from ae_lab.evaluate import evaluate_checkpoint
+    from ae_lab.run.eval_checkpoint import evaluate_checkpoint
 
     return cli.run_task(evaluate_checkpoint, cfg)
 

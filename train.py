@@ -15,7 +15,7 @@ from ae_lab import cli
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> Any:
     # Imported here so that `--help` and config errors answer without loading torch.
-    from ae_lab.train import run
+    from ae_lab.run.train import run
 
     return cli.run_task(run, cfg)
 

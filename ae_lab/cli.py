@@ -1,13 +1,12 @@
-"""The command line's error contract, in one place: how every way a run can end becomes an exit
-status, and, where the user can act on it, one ``error:`` line instead of a traceback.
+"""The entry points' side of how a run ends (:mod:`ae_lab.errors` holds the contract itself):
+Hydra's own config errors as one ``error:`` line, a job's failure as its exit status, and in a
+``-m`` sweep a failed job recorded in its directory while the next one runs.
 
-An entry point (``train.py``, later ``eval.py``) uses it twice::
-
-    from ae_lab import cli
+An entry point (``train.py``, ``eval.py``) uses it twice::
 
     @hydra.main(version_base="1.3", config_path="conf", config_name="train")
     def main(cfg):
-        from ae_lab.train import run  # torch only once a run starts
+        from ae_lab.run.train import run  # torch only once a run starts
         return cli.run_task(run, cfg)
 
     if __name__ == "__main__":
@@ -26,131 +25,35 @@ An entry point (``train.py``, later ``eval.py``) uses it twice::
  any other exception: a bug                 1           its traceback, untouched
 =========================================  ==========  ==========================================
 
-In a ``-m`` sweep a job's failure does not end the process: it is written to the job's directory
-(:data:`FAILURE_FILE`), told on one line, and the next job runs; the sweep's summary then marks it
-and the sweep exits 1 (see :mod:`ae_lab.hydra_callbacks`). Only an interrupt stops a sweep.
-
-Nothing here imports torch: ``--help`` and config errors answer at once.
+In a sweep a job's failure is written to the job's directory (``failure.json``), told on one line,
+and the next job runs; the summary marks it and the sweep exits 1 (:mod:`ae_lab.sweeps`). Only an
+interrupt stops a sweep. Nothing here imports torch.
 """
 
 from __future__ import annotations
 
 import difflib
-import errno
-import json
 import logging
 import math
 import os
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from hydra.errors import CompactHydraException, InstantiationException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from ae_lab.errors import RunFailed, RunInterrupted, UserError
+from ae_lab.errors import (
+    STORAGE_ERRORS,
+    Failure,
+    UserError,
+    exit_with,
+    say,
+)
 
 log = logging.getLogger(__name__)
-
-#: Written into a job's directory when the job fails: ``{"status", "exit_code", "error", "type"}``.
-FAILURE_FILE = "failure.json"
-#: ``OSError``s of the storage, not of the code: a full disk, a quota, a read-only or forbidden place
-STORAGE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES}
-
-
-def one_line(text: object) -> str:
-    """``text`` with every run of whitespace, newlines included, made one space."""
-    return " ".join(str(text).split())
-
-
-@dataclass(frozen=True)
-class Failure:
-    """How a job ended when it did not finish: ``status`` is ``bad setting`` (exit 2), ``failed``
-    (1), ``interrupted`` (130/143) or ``crashed`` (1, a bug: its traceback is kept)."""
-
-    status: str
-    exit_code: int
-    error: str
-    type: str
-
-    @classmethod
-    def of(cls, exc: BaseException) -> Failure:
-        exc = unwrap(exc)
-        message = one_line(exc)
-        if isinstance(exc, UserError) or _is_misconfiguration(exc):
-            return cls("bad setting", UserError.exit_code, message, type(exc).__name__)
-        if isinstance(exc, RunInterrupted):
-            return cls("interrupted", exc.exit_code, message, type(exc).__name__)
-        if isinstance(exc, KeyboardInterrupt):
-            return cls("interrupted", 130, "interrupted (Ctrl-C)", "KeyboardInterrupt")
-        if isinstance(exc, RunFailed):
-            return cls("failed", exc.exit_code, message, type(exc).__name__)
-        if isinstance(exc, OSError) and exc.errno in STORAGE_ERRORS:
-            where = f": {exc.filename}" if exc.filename else ""
-            error = f"{exc.strerror}{where}. Free space or choose a writable paths.log_dir=DIR"
-            return cls("failed", RunFailed.exit_code, error, type(exc).__name__)
-        return cls("crashed", 1, f"{type(exc).__name__}: {message}", type(exc).__name__)
-
-    @property
-    def is_bug(self) -> bool:
-        return self.status == "crashed"
-
-    def write(self, folder: str | Path) -> None:
-        """``failure.json`` in ``folder``, written atomically; only logged when even that fails
-        (a full disk): the failure itself is what the user must see."""
-        try:
-            write_json_atomic(Path(folder) / FAILURE_FILE, asdict(self))
-        except OSError as exc:
-            log.warning("could not record the failure in %s: %s", folder, exc)
-
-
-def _is_misconfiguration(exc: BaseException) -> bool:
-    """Lightning's word for a setting it refuses, wherever it finds out (ModelCheckpoint's monitor,
-    say, only at the end of the first validation). Lightning is loaded if it raised one."""
-    if "lightning" not in sys.modules:
-        return False
-    from lightning.fabric.utilities.exceptions import MisconfigurationException
-
-    return isinstance(exc, MisconfigurationException)
-
-
-def unwrap(exc: BaseException) -> BaseException:
-    """The :class:`UserError` behind Hydra's "Error in call to target ..." wrapper, if that is
-    what a constructor raised; ``exc`` itself otherwise."""
-    while isinstance(exc, InstantiationException) and isinstance(exc.__cause__, UserError):
-        exc = exc.__cause__
-    return exc
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """``path`` holds either its old content or all of ``text``, never a part."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
-
-
-def say(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr, flush=True)
-
-
-def exit_with(exc: BaseException) -> NoReturn:
-    """Print the ``error:`` line of a user-facing exception and exit with its status. A run that
-    failed or was stopped may add lines after it (the command that resumes it, on its own line to
-    copy); a bad setting is always one line."""
-    failure = Failure.of(exc)
-    inner = unwrap(exc)
-    say(str(inner).strip() if isinstance(inner, (RunFailed, RunInterrupted)) else failure.error)
-    sys.exit(failure.exit_code)
 
 
 # ---- the task function's side: one job -------------------------------------------------------
@@ -160,7 +63,7 @@ def run_task(task: Callable[[DictConfig], Mapping[str, float]], cfg: DictConfig)
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from ae_lab import run_dir
+    from ae_lab.run import run_dir
 
     hydra_cfg = HydraConfig.get()
     output_dir = Path(hydra_cfg.runtime.output_dir)
@@ -183,7 +86,7 @@ def run_task(task: Callable[[DictConfig], Mapping[str, float]], cfg: DictConfig)
             exit_with(exc)
         say(f"job {hydra_cfg.job.num} failed ({output_dir}): {failure.error}")
         if failure.status == "interrupted":  # the user (or the cluster) stops the whole sweep
-            from ae_lab.hydra_callbacks import write_summary
+            from ae_lab.sweeps.summary import write_summary
 
             write_summary(Path(hydra_cfg.sweep.dir))
             sys.exit(failure.exit_code)
@@ -232,7 +135,7 @@ def main(hydra_main: Callable[[], Any]) -> None:
     except OSError as exc:  # Hydra writing .hydra/ or the log to a full or read-only disk
         if exc.errno not in STORAGE_ERRORS:
             raise
-        from ae_lab import run_dir
+        from ae_lab.run import run_dir
 
         run_dir.release()  # what Hydra managed to write of a run that never started
         exit_with(exc)

@@ -1,5 +1,5 @@
 """A run's config composed in-process, exactly as ``python train.py <overrides>`` composes it: for
-tests, benchmarks and notebooks that call :func:`ae_lab.train.run` themselves."""
+tests, benchmarks and notebooks that call :func:`ae_lab.run.train.run` themselves."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Run the lab in-process exactly as ``python train.py <overrides>`` would, and time its epochs.
 
 The config is composed from ``conf/`` by :func:`ae_lab.compose.compose_config` (as the tests do) and handed to
-``ae_lab.train.run``; an :class:`benchmarks.timing.EpochTimer` is added by a config override, so
+``ae_lab.run.train.run``; an :class:`benchmarks.timing.EpochTimer` is added by a config override, so
 nothing here depends on the lab's internals.
 """
 
@@ -66,14 +66,14 @@ def bare_epoch(
 def timed_run(
     overrides: list[str], log_file: Path | None = None, timer: str = TIMER
 ) -> list[dict[str, Any]]:
-    """Train through ``ae_lab.train.run`` (in a fresh temporary run directory) and return the
+    """Train through ``ae_lab.run.train.run`` (in a fresh temporary run directory) and return the
     :class:`~benchmarks.timing.EpochTimer` record of every training epoch (``timer``: the class
     that times them, an ``EpochTimer`` or a subclass such as ``EpochClock``).
 
     The run's console output (progress bar, warnings) goes to ``log_file`` (default: a file in the
     temporary directory, so the progress bar still renders every refresh as it does for a user).
     """
-    from ae_lab.train import run  # torch and Lightning load here, not at import
+    from ae_lab.run.train import run  # torch and Lightning load here, not at import
 
     with tempfile.TemporaryDirectory(prefix="ae_lab_bench_") as tmp:
         tmp = Path(tmp)

@@ -39,9 +39,9 @@ if str(REPO) not in sys.path:  # run as a script: make `benchmarks.*` importable
 
 import lightning as L  # noqa: E402
 import torch  # noqa: E402
+from ae_lab.lean import hooks as lean_hooks  # noqa: E402
 
 from ae_lab import lean  # noqa: E402
-from ae_lab.lean import hooks as lean_hooks  # noqa: E402
 from benchmarks.lab import dense_ae, timed_run  # noqa: E402
 
 DEFAULT_ROOT = REPO.parent / "shared" / "data" / "mnist10k"

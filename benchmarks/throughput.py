@@ -5,7 +5,7 @@
     python benchmarks/throughput.py --models ae vae trainer.precision=bf16-mixed data.on_device=true
     python benchmarks/throughput.py --data-root ../shared/data/mnist10k   # real digits
 
-Each model trains through the lab's own entry point (``ae_lab.train.run`` on the composed config,
+Each model trains through the lab's own entry point (``ae_lab.run.train.run`` on the composed config,
 ``callbacks=none``: TensorBoard logger, progress bar and checkpoints on, no figures), on MNIST-shaped
 data: synthetic digits written to a temporary folder in MNIST's files, or the real ones with
 ``--data-root``. Trailing ``key=value`` arguments are passed to every run's config unchanged. The

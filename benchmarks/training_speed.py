@@ -16,7 +16,7 @@ digits, at each batch size, four ways:
 (c) bare with the lab's settings: (b) with the optimizer the lab's config builds
     (``model/optimizer``, after the overrides given here; or the one ``--optimizer`` names) and the
     lab's ``flush_denormal``: the same optimizer and the same network as the lab.
-(d) lab: ``ae_lab.train.run`` on the composed config ``model=ae callbacks=none`` with every
+(d) lab: ``ae_lab.run.train.run`` on the composed config ``model=ae callbacks=none`` with every
     default on (TensorBoard logger, progress bar, checkpoints; no figures), timed by
     :class:`benchmarks.timing.EpochClock` (training epoch, validation excluded; no hook per batch,
     which the bare loops do not have either).
@@ -71,7 +71,7 @@ from torch import nn  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 from torchvision import datasets, transforms  # noqa: E402
 
-from ae_lab.denormals import flush_denormals  # noqa: E402
+from ae_lab.run.denormals import flush_denormals  # noqa: E402
 from benchmarks.lab import CLOCK, bare_epoch, compose, dense_ae, timed_run  # noqa: E402
 
 DEFAULT_ROOT = REPO.parent / "shared" / "data" / "mnist10k"
@@ -145,7 +145,7 @@ def bare_lab_loop(root: Path, batch_size: int, epochs: int, overrides: list[str]
     no Lightning. (d)/(e) is what Lightning's loop costs; (e)/(c) what the lab's model code costs
     beyond the study's ``nn.Sequential`` and summed MSE."""
     from ae_lab.data.arrays import IndexedImages  # noqa: PLC0415 (Lightning loads here)
-    from ae_lab.train import build_model, no_nvml_probe  # noqa: PLC0415
+    from ae_lab.run.build import build_model, no_nvml_probe  # noqa: PLC0415
 
     no_nvml_probe()  # as the lab's setup does: Lightning's import made every Adam step probe NVML
 

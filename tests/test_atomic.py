@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from ae_lab import atomic
-from ae_lab.checkpoint_io import AtomicCheckpointIO
 from ae_lab.errors import RunFailed
-from ae_lab.train import run
+from ae_lab.run.checkpoint_io import AtomicCheckpointIO
+from ae_lab.run.train import run
 from tests.conftest import TINY_RUN
 
 
@@ -32,7 +32,7 @@ def disk_fills_half_way(monkeypatch):
         file.flush()
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr("ae_lab.checkpoint_io.torch.save", save)
+    monkeypatch.setattr("ae_lab.run.checkpoint_io.torch.save", save)
 
 
 def test_write_text_replaces_the_file_whole(tmp_path):

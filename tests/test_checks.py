@@ -17,19 +17,13 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from ae_lab.checkpoints import check_checkpoint, read_checkpoint
-from ae_lab.checks import (
-    RULES,
-    build,
-    check_config,
-    check_ranges,
-    conforms,
-    describe,
-    resolved,
-    select,
-)
 from ae_lab.errors import UserError
-from ae_lab.train import build_model, run
+from ae_lab.run.build import build, build_model
+from ae_lab.run.checkpoints import check_checkpoint, read_checkpoint
+from ae_lab.run.checks import RULES, check_config, resolved
+from ae_lab.run.checks.ranges import check_ranges, select
+from ae_lab.run.checks.types import conforms, describe
+from ae_lab.run.train import run
 from tests.conftest import CONF, TINY_RUN, compose_config
 
 #: (overrides, what the message must say): the issue's list, then more a user may type

@@ -13,7 +13,7 @@ import textwrap
 import pytest
 import torch
 
-from ae_lab.denormals import denormals
+from ae_lab.run.denormals import denormals
 
 if not torch.set_flush_denormal(False):
     pytest.skip("this CPU has no flush-to-zero flag", allow_module_level=True)
@@ -37,7 +37,7 @@ def test_the_probe_is_made_of_denormals():
 def test_flushing_before_the_threads_start_reaches_every_thread():
     done = run_fresh(
         """
-        from ae_lab.denormals import denormals, flush_denormals, flushed
+        from ae_lab.run.denormals import denormals, flush_denormals, flushed
         assert flush_denormals(True)
         assert bool(flushed().all()), flushed().float().mean()
         # a matmul (MKL's threads too) turns a denormal input into zeros
@@ -53,7 +53,7 @@ def test_flushing_after_the_threads_started_warns():
     done = run_fresh(
         """
         torch.ones(1 << 20).mul(2.0)  # a parallel operation: the intra-op threads start
-        from ae_lab.denormals import flush_denormals, flushed
+        from ae_lab.run.denormals import flush_denormals, flushed
         assert not flush_denormals(True)
         assert bool(flushed().any()) and not bool(flushed().all())
         """
@@ -65,7 +65,7 @@ def test_flushing_after_the_threads_started_warns():
 def test_keeping_denormals_keeps_them():
     done = run_fresh(
         """
-        from ae_lab.denormals import flush_denormals, flushed
+        from ae_lab.run.denormals import flush_denormals, flushed
         assert flush_denormals(False)
         assert not bool(flushed().any())
         """

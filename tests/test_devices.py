@@ -6,9 +6,8 @@ import math
 import pytest
 import torch
 
-from ae_lab.callbacks import ProgressBar
 from ae_lab.models import Autoencoder
-from ae_lab.train import run
+from ae_lab.run.train import run
 from tests.conftest import TINY_RUN
 from tests.helpers.configs import options
 
@@ -66,12 +65,3 @@ def test_compiled_model_trains_and_its_checkpoint_loads_uncompiled(compose, tmp_
         tmp_path / "run" / "checkpoints" / "last.ckpt", compile=False
     )
     assert set(again.state_dict()) == set(weights(tmp_path / "run"))
-
-
-def test_the_progress_bar_redraws_on_a_clock(monkeypatch):
-    bar = ProgressBar(interval_s=0.2)
-    clock = iter([10.0, 10.05, 10.1, 10.25, 10.3])
-    monkeypatch.setattr("ae_lab.callbacks.progress.time.monotonic", lambda: next(clock))
-    drawn = [bar._should_update(n, 100) for n in (1, 2, 3, 4)]
-    assert drawn == [True, False, False, True]
-    assert bar._should_update(100, 100)  # the end of a loop is always drawn

@@ -14,8 +14,9 @@ from hydra.errors import ConfigCompositionException, InstantiationException
 from hydra.types import RunMode
 from omegaconf import open_dict, read_write
 
-from ae_lab import cli
+from ae_lab import cli, errors
 from ae_lab.errors import RunFailed, RunInterrupted, UserError
+from ae_lab.layout import FAILURE_FILE
 from tests.conftest import compose_config
 
 
@@ -42,14 +43,14 @@ def _wrapped(inner: Exception) -> InstantiationException:
     ],
 )
 def test_each_ending_has_its_status_and_one_line(exc, status, code, error):
-    failure = cli.Failure.of(exc)
+    failure = errors.Failure.of(exc)
     assert (failure.status, failure.exit_code) == (status, code)
     assert failure.error.startswith(error) and "\n" not in failure.error
 
 
 def test_a_user_error_exits_2_with_one_line(capsys):
     with pytest.raises(SystemExit) as exited:
-        cli.exit_with(UserError("ckpt_path=x does not exist"))
+        errors.exit_with(UserError("ckpt_path=x does not exist"))
     assert exited.value.code == 2
     assert capsys.readouterr().err == "error: ckpt_path=x does not exist\n"
 
@@ -88,7 +89,7 @@ def test_a_single_run_refused_exits_2_and_records_why(job, capsys):
     assert exited.value.code == 2
     assert capsys.readouterr().err == "error: seed='abc': must be an integer\n"
     # this directory was not claimed by this process, so it is kept, with the reason
-    assert json.loads((output_dir / cli.FAILURE_FILE).read_text())["exit_code"] == 2
+    assert json.loads((output_dir / FAILURE_FILE).read_text())["exit_code"] == 2
 
 
 def test_a_bug_in_a_single_run_keeps_its_traceback(job):
@@ -97,7 +98,7 @@ def test_a_bug_in_a_single_run_keeps_its_traceback(job):
     with pytest.raises(ZeroDivisionError) as raised:
         cli.run_task(_raises(bug), cfg)
     assert raised.value is bug
-    assert json.loads((output_dir / cli.FAILURE_FILE).read_text())["status"] == "crashed"
+    assert json.loads((output_dir / FAILURE_FILE).read_text())["status"] == "crashed"
 
 
 @pytest.mark.parametrize(
@@ -109,7 +110,7 @@ def test_a_failed_job_of_a_sweep_is_recorded_and_the_sweep_goes_on(
     cfg, output_dir = job(True)
     with caplog.at_level(logging.ERROR):
         assert cli.run_task(_raises(exc), cfg) is None
-    failure = json.loads((output_dir / cli.FAILURE_FILE).read_text())
+    failure = json.loads((output_dir / FAILURE_FILE).read_text())
     assert failure["status"] == status
     err = capsys.readouterr().err
     assert err == f"error: job 0 failed ({output_dir}): {failure['error']}\n"
@@ -125,7 +126,7 @@ def test_a_sweep_job_returns_its_optimized_metric_and_none_when_it_failed(job, c
     assert cli.run_task(_raises(RunFailed("diverged")), cfg) is None
     # a metric the run does not have: the job is a bad setting, named with what the run has
     assert cli.run_task(lambda cfg: {"val/lost": 0.25}, cfg) is None
-    failure = json.loads((output_dir / cli.FAILURE_FILE).read_text())
+    failure = json.loads((output_dir / FAILURE_FILE).read_text())
     assert failure["status"] == "bad setting"
     assert failure["error"].startswith("optimized_metric=val/loss is not a metric of this run")
     assert "val/lost" in capsys.readouterr().err

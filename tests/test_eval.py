@@ -14,10 +14,10 @@ import pytest
 from PIL import Image
 
 from ae_lab.errors import RunInterrupted
-from ae_lab.eval_config import prepare_argv
-from ae_lab.evaluate import evaluate_checkpoint
 from ae_lab.models import Autoencoder
-from ae_lab.train import run
+from ae_lab.run.eval_checkpoint import evaluate_checkpoint
+from ae_lab.run.eval_config import prepare_argv
+from ae_lab.run.train import run
 from tests.conftest import REPO, TINY_RUN, compose_config
 from tests.helpers.configs import options
 from tests.test_train import expected_figures

@@ -13,10 +13,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from ae_lab.callbacks import DivergenceGuard
 from ae_lab.data import MNISTDataModule
 from ae_lab.errors import RunFailed, RunInterrupted
-from ae_lab.train import run
+from ae_lab.run.callbacks import DivergenceGuard
+from ae_lab.run.train import run
 from tests.conftest import REPO, TINY_RUN
 
 FAST = ["callbacks=none", "logger=none", *TINY_RUN[:6]]  # 1 epoch of 2 batches, no figures

@@ -7,9 +7,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from ae_lab import parallel
 from ae_lab.errors import UserError
-from ae_lab.train import build_trainer, progress_bar
+from ae_lab.run import parallel
+from ae_lab.run.build import build_trainer, progress_bar
 
 JOBLIB = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
 BASIC = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"

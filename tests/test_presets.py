@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ae_lab.train import run
+from ae_lab.run.train import run
 from tests.conftest import CONF, TINY_RUN
 from tests.helpers.configs import options
 from tests.helpers.faces import make_anime, make_celeba_torchvision

@@ -11,9 +11,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from ae_lab.callbacks import ResumableCheckpoint
 from ae_lab.errors import RunInterrupted
-from ae_lab.train import run
+from ae_lab.run.callbacks import ResumableCheckpoint
+from ae_lab.run.train import run
 from tests.conftest import TINY_RUN
 
 EPOCHS = 2
@@ -22,7 +22,7 @@ BATCHES = 4  # per epoch
 
 def common(model: str, mnist_root: Path) -> list[str]:
     # the denoising panel draws corruption noise too, between the epochs
-    panel = ["+callbacks.denoising._target_=ae_lab.callbacks.DenoisingPanel"]
+    panel = ["+callbacks.denoising._target_=ae_lab.figures.DenoisingPanel"]
     return [
         f"model={model}",
         f"data.root={mnist_root}",

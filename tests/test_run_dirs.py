@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from ae_lab import run_dir
 from ae_lab.errors import UserError
+from ae_lab.run import run_dir
 from tests.conftest import REPO, TINY_RUN
 from tests.test_cli import train
 

@@ -8,19 +8,21 @@ import pytest
 import torch
 from PIL import Image
 
-from ae_lab import sweep_report
-from ae_lab.checks import build
-from ae_lab.hydra_callbacks import collect
+from ae_lab.figures.drawing import image_grid
+from ae_lab.figures.report import NUM_IMAGES
+from ae_lab.layout import STRIP
 from ae_lab.models import Autoencoder
-from ae_lab.sweep_report import (
+from ae_lab.run.build import build
+from ae_lab.run.train import run
+from ae_lab.sweeps import report as sweep_report
+from ae_lab.sweeps.report import (
     markdown_table,
     report_figure,
     row_label,
     split_overrides,
     write_report,
 )
-from ae_lab.train import run
-from ae_lab.viz import image_grid
+from ae_lab.sweeps.summary import collect
 from tests.conftest import TINY_RUN
 
 FINISHED = {"job": "0", "overrides": "model=vae seed=1", "status": "completed", "exit_code": 0,
@@ -104,9 +106,9 @@ def test_write_report_reads_each_job_s_strip_and_says_which_have_none(tmp_path):
         (tmp_path / job / "metrics.json").write_text('{"val/loss": 2.5}')
         if strip is not None:
             (tmp_path / job / "report").mkdir()
-            Image.fromarray(strip).save(tmp_path / job / sweep_report.STRIP)
+            Image.fromarray(strip).save(tmp_path / job / STRIP)
     (tmp_path / "1" / "report").mkdir()
-    (tmp_path / "1" / sweep_report.STRIP).write_bytes(b"not a png")  # damaged: no row lost
+    (tmp_path / "1" / STRIP).write_bytes(b"not a png")  # damaged: no row lost
     rows = collect(tmp_path)
     path = write_report(tmp_path, rows, None)
     assert path == tmp_path / "report.png" and not list(tmp_path.glob(".*tmp"))
@@ -125,10 +127,10 @@ def test_each_run_writes_the_strip_of_the_weights_it_evaluated(compose, mnist_ro
                    "trainer.max_epochs=2", "trainer.limit_train_batches=6"])  # fmt: skip
     run(cfg)
     run_dir = tmp_path / "run"
-    with Image.open(run_dir / sweep_report.STRIP) as image:
+    with Image.open(run_dir / STRIP) as image:
         written = np.asarray(image.convert("RGB"))
     data = build(cfg.data, "data")
-    images, _ = data.sample_batch(sweep_report.NUM_IMAGES, split="val", seed=0)
+    images, _ = data.sample_batch(NUM_IMAGES, split="val", seed=0)
 
     def strip_of(checkpoint: str) -> np.ndarray:
         model = Autoencoder.load_from_checkpoint(run_dir / "checkpoints" / checkpoint).eval()

@@ -14,9 +14,10 @@ import pytest
 from omegaconf import OmegaConf
 from PIL import Image
 
-from ae_lab import parallel
-from ae_lab.cli import Failure
-from ae_lab.hydra_callbacks import SweepSummary, write_summary
+from ae_lab.errors import Failure
+from ae_lab.run import parallel
+from ae_lab.sweeps.callbacks import SweepSummary
+from ae_lab.sweeps.summary import write_summary
 from tests.conftest import TINY_RUN
 from tests.test_cli import train
 

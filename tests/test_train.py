@@ -13,7 +13,8 @@ from PIL import Image
 
 from ae_lab.errors import UserError
 from ae_lab.models import Supports
-from ae_lab.train import no_nvml_probe, run
+from ae_lab.run.build import no_nvml_probe
+from ae_lab.run.train import run
 from tests.conftest import TINY_RUN
 from tests.helpers.configs import options
 

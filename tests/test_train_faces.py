@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from ae_lab.train import run
+from ae_lab.run.train import run
 from tests.conftest import TINY_RUN
 from tests.helpers.faces import (
     add_bad_files,

@@ -26,11 +26,10 @@ negative log-likelihood without the Gaussian's constant (see :mod:`ae_lab.models
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import torch
@@ -39,18 +38,14 @@ from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMe
 
 from ae_lab.models.bottleneck import make_bottleneck
 from ae_lab.models.evaluation import ActiveUnits, importance_sampled_log_likelihood
-from ae_lab.models.losses import (
-    LIKELIHOODS,
-    likelihood_constant,
-    reconstruction_error_per_example,
-)
+from ae_lab.models.losses import likelihood_constant, reconstruction_error_per_example
+from ae_lab.models.optimization import configure
 from ae_lab.nets.mlp import MLPDecoder, MLPEncoder
 
 #: A part of the model given either as a plain config (``{"_target_": ..., ...}``, kept in the
 #: checkpoint's hyperparameters, so ``load_from_checkpoint`` rebuilds it with ``weights_only``
 #: loading) or directly as a Python object (a factory, a callable).
 Spec = Mapping[str, Any] | Callable[..., Any]
-RUN_LENGTH_ARGUMENTS = ("total_steps", "T_max")
 OUTPUT_ACTIVATIONS = {"sigmoid": torch.sigmoid, "identity": lambda t: t}
 EVAL_STAGES = ("val", "test")
 
@@ -73,7 +68,7 @@ class Supports:
 
 class Autoencoder(L.LightningModule):
     """Args:
-    input_shape: ``(C, H, W)`` of one image; passed in by ``ae_lab.train`` from the data.
+    input_shape: ``(C, H, W)`` of one image; passed in by ``ae_lab.run.train`` from the data.
     net: spec of a factory ``(input_shape, latent_dim, code_dim) -> (encoder, decoder)``; the
         decoder emits logits shaped like the input.
     optimizer: spec of a factory ``params -> torch.optim.Optimizer`` (a Hydra ``_partial_``).
@@ -104,28 +99,18 @@ class Autoencoder(L.LightningModule):
         corruption: Spec | None = None,
         penalty: Spec | None = None,
         scheduler: Spec | None = None,
-        likelihood: str = "gaussian",
-        output_activation: str = "sigmoid",
+        likelihood: Literal["gaussian", "bernoulli"] = "gaussian",
+        output_activation: Literal["sigmoid", "identity"] = "sigmoid",
         nll_samples: int = 200,
         compile: bool = False,
     ) -> None:
         super().__init__()
-        # The logger gets the whole Hydra config from ae_lab.train instead.
+        # The logger gets the whole Hydra config from ae_lab.run.train instead.
         self.save_hyperparameters(logger=False)
-        if likelihood not in LIKELIHOODS:
-            raise ValueError(f"model.likelihood must be one of {LIKELIHOODS}, got {likelihood!r}")
-        if output_activation not in OUTPUT_ACTIVATIONS:
-            raise ValueError(
-                f"model.output_activation must be one of {sorted(OUTPUT_ACTIVATIONS)}, "
-                f"got {output_activation!r}"
-            )
+        # (types and ranges of every argument are checked before a run builds the model:
+        # ae_lab.run.checks; here only what no single setting's rule can say)
         if likelihood == "bernoulli" and output_activation != "sigmoid":
             raise ValueError("a bernoulli likelihood needs model.output_activation=sigmoid")
-        if latent_dim is not None and latent_dim < 1:
-            raise ValueError(f"model.latent_dim must be >= 1 (or null: as wide as the input), "
-                             f"got {latent_dim}")  # fmt: skip
-        if nll_samples < 1:
-            raise ValueError(f"model.nll_samples must be >= 1, got {nll_samples}")
         self.input_shape = tuple(int(s) for s in input_shape)
         self.latent_dim = int(latent_dim) if latent_dim is not None else math.prod(self.input_shape)
         self.likelihood = likelihood
@@ -160,19 +145,6 @@ class Autoencoder(L.LightningModule):
         if self.supports.prior:
             metrics["test_active_units"] = ActiveUnits(self.latent_dim)
         self.metrics = torch.nn.ModuleDict(metrics)
-        # the epoch's summed training loss and image count (reset at each epoch's start)
-        self._epoch_loss, self._epoch_images = torch.zeros(()), 0
-
-    # Lightning sets ``_current_fx_name`` twice around every hook it calls (~70 times a training
-    # step), and the step sets the epoch's running loss; ``nn.Module.__setattr__`` spends ~2.5 us
-    # on each looking for a parameter, buffer or submodule that these can never be.
-    _PLAIN_ATTRIBUTES = frozenset({"_current_fx_name", "_epoch_loss", "_epoch_images"})
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in Autoencoder._PLAIN_ATTRIBUTES:
-            object.__setattr__(self, name, value)
-        else:
-            super().__setattr__(name, value)
 
     def _is_linear(self) -> bool:
         return (
@@ -269,49 +241,14 @@ class Autoencoder(L.LightningModule):
         x = batch[0]
         terms = self.objective(x)
         loss = terms["loss"]
-        self._epoch_loss.add_(loss.detach(), alpha=len(x))  # no sync, no self.log
-        self._epoch_images += len(x)
-        if self._logging_step():
-            # Only every trainer.log_every_n_steps steps, and straight to the loggers (as
-            # Lightning's LearningRateMonitor writes): self.log costs ~0.5 ms a value in
-            # Lightning's bookkeeping, which step values need no part of. The loss alone also
-            # goes through self.log, for the progress bar and callbacks that monitor it.
-            self.log("train/loss", loss, prog_bar=True, logger=False, batch_size=len(x))
-            values = {f"train/{name}": value for name, value in terms.items()}
-            values["train/lr"] = self.trainer.optimizers[0].param_groups[0]["lr"]
-            self._write_step_values(values)
+        # Lightning writes these every trainer.log_every_n_steps steps; the epoch's mean loss too
+        options = {"batch_size": len(x)}
+        self.log("train/loss", loss, prog_bar=True, **options)
+        self.log("train/loss_epoch", loss, on_step=False, on_epoch=True, sync_dist=True, **options)
+        others = {f"train/{name}": value for name, value in terms.items() if name != "loss"}
+        others["train/lr"] = self.trainer.optimizers[0].param_groups[0]["lr"]
+        self.log_dict(others, **options)
         return loss
-
-    def _write_step_values(self, values: dict[str, torch.Tensor | float]) -> None:
-        """``values`` as scalars at this step (the step Lightning gives every logged value), to
-        every logger; read off the device in one transfer."""
-        trainer = self.trainer
-        if not trainer.loggers or trainer.sanity_checking:
-            return
-        tensors = [v for v in values.values() if isinstance(v, torch.Tensor)]
-        read = iter(torch.stack([t.detach().float() for t in tensors]).tolist() if tensors else [])
-        scalars = {k: next(read) if isinstance(v, torch.Tensor) else float(v)
-                   for k, v in values.items()}  # fmt: skip
-        step = trainer.fit_loop.epoch_loop._batches_that_stepped
-        for logger in trainer.loggers:
-            logger.log_metrics(scalars, step=step)
-
-    def _logging_step(self) -> bool:
-        """Whether Lightning writes this step's logged values: the step count Lightning uses
-        (optimizer steps) reaches a multiple of ``log_every_n_steps``, or a fast dev run."""
-        trainer = self.trainer
-        every = max(1, trainer.log_every_n_steps)
-        return bool(trainer.fast_dev_run) or (trainer.global_step + 1) % every == 0
-
-    def on_train_epoch_start(self) -> None:
-        # float32 whatever the precision (bf16-true, 64-true): summed in place every step
-        self._epoch_loss = torch.zeros((), device=self.device, dtype=torch.float32)
-        self._epoch_images = 0
-
-    def on_train_epoch_end(self) -> None:
-        if self._epoch_images:  # the mean training loss of the epoch, beside the per-step curve
-            mean = self._epoch_loss / self._epoch_images
-            self.log("train/loss_epoch", mean, sync_dist=True)
 
     def _step(self, batch: Any, stage: str) -> None:
         x = batch[0]
@@ -347,20 +284,9 @@ class Autoencoder(L.LightningModule):
         self._step(batch, "test")
 
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(params=self.parameters())
-        if self.scheduler_factory is None:
-            return optimizer
-        # A schedule that needs the run's length (OneCycleLR's total_steps, CosineAnnealingLR's
-        # T_max) and was not given one gets it from the trainer, in optimizer steps.
-        given = getattr(self.scheduler_factory, "keywords", {})
-        takes = inspect.signature(self.scheduler_factory).parameters
-        kwargs = {
-            name: int(self.trainer.estimated_stepping_batches)
-            for name in RUN_LENGTH_ARGUMENTS
-            if name in takes and given.get(name) is None
-        }
-        scheduler = self.scheduler_factory(optimizer=optimizer, **kwargs)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
-        }
+        return configure(
+            self.optimizer_factory,
+            self.scheduler_factory,
+            self.parameters(),
+            run_steps=lambda: self.trainer.estimated_stepping_batches,
+        )

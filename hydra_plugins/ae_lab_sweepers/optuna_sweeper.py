@@ -5,7 +5,7 @@ The plugin asks Optuna for the best trial once every trial has run; when none fi
 trial failed: a dataset that is not there, a setting every trial shares) Optuna has none and the
 plugin stops with a ``ValueError`` traceback, before Hydra calls the callbacks that write the
 sweep's summary. Here that case is told in one log line instead, and the sweep goes on to its
-summary, report and exit status 1, which name each trial's error (:mod:`ae_lab.hydra_callbacks`).
+summary, report and exit status 1, which name each trial's error (:mod:`ae_lab.sweeps.callbacks`).
 Everything else is the plugin's own behaviour; ``conf/hparams_search/*.yaml`` select this class
 with ``hydra.sweeper._target_``.
 """

@@ -11,8 +11,8 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader, TensorDataset
 
-from ae_lab.callbacks import ResumableCheckpoint
-from ae_lab.train import run
+from ae_lab.run.callbacks import ResumableCheckpoint
+from ae_lab.run.train import run
 from tests.conftest import TINY_RUN
 
 

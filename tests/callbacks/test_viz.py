@@ -7,8 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from ae_lab import viz
-from ae_lab.callbacks.weight_product import identity_metrics
+from ae_lab.figures import drawing as viz
+from ae_lab.figures.weight_product import identity_metrics
 
 
 def test_image_grid_places_images_row_major():

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from ae_lab.models import Autoencoder
-from ae_lab.train import build_model
+from ae_lab.run.build import build_model
 from tests.helpers.configs import options
 from tests.helpers.mnist import digit_like_images
 

@@ -4,7 +4,7 @@ config says (the terms add up, the corruption stays inside the objective, beta w
 import pytest
 import torch
 
-from ae_lab.train import build_model
+from ae_lab.run.build import build_model
 from tests.helpers.configs import options
 from tests.helpers.mnist import digit_like_images
 

@@ -1,0 +1,199 @@
+"""``ModelCheckpoint`` for runs that stop and resume: ``last.ckpt`` is always the latest state, the
+best survives the move to a new run directory, and a signal leaves a ``last.ckpt`` to resume from.
+
+Since Lightning 2.6, ``save_last=True`` writes ``last.ckpt`` only when a top-k checkpoint is saved at
+the same step: with ``save_top_k=1``, only when the monitored loss improves, so ``last.ckpt`` is a
+stale copy of the best and resuming from it silently drops every epoch since. Here ``last.ckpt`` is
+written at every checkpoint opportunity (each validation, or each epoch end without one), as before.
+When the best was saved at that same step, ``last.ckpt`` is a hard link to it instead of a second
+write of the same state (a separate name all the same: see :meth:`ResumableCheckpoint._save_checkpoint`).
+
+Every resume goes into a new run directory (a finished one is never written into). Lightning's
+``ModelCheckpoint`` then drops what it knew of the best epochs ("The dirpath has changed ... won't
+be reloaded"), so the resumed run's ``best`` counts only the epochs after the interruption, and the
+post-fit evaluation may test a worse model than one it already had. :class:`ResumableCheckpoint`
+keeps them: the earlier best files are copied into the new ``checkpoints/`` (atomically; the earlier
+run's files are never touched), and their scores compete with the new epochs'. A best file that is
+no longer there cannot be carried: the log says so and the best is chosen among the rest.
+
+On SIGTERM (``timeout``, ``docker stop``, a cluster's preemption; also a first Ctrl-C, see
+:mod:`ae_lab.run.interrupts`), Lightning stops at the end of the current batch and raises its
+``SIGTERMException``; :meth:`ResumableCheckpoint.on_exception` then saves ``last.ckpt``, wherever in
+the epoch that is. Lightning records the loop's position in the checkpoint (and
+:class:`~ae_lab.data.batches.Batches` its place in the epoch's order), so resuming from it goes on
+at the next batch. Nothing is saved on any other exception: a diverged run's weights are not worth
+keeping, and a run stopped at once by a second Ctrl-C may be in the middle of an optimizer step.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+from weakref import proxy
+
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+from ae_lab.atomic import copy_file, link_file
+from ae_lab.errors import RunFailed
+from ae_lab.run.checkpoint_io import AtomicCheckpointIO
+
+log = logging.getLogger(__name__)
+
+
+class ResumableCheckpoint(ModelCheckpoint):
+    """Lightning's ``ModelCheckpoint`` (same arguments), plus: the best checkpoints carried over into
+    a new directory on resume, and ``last.ckpt`` saved when a signal stops the run.
+
+    After a stop, :attr:`interrupt_path` is the checkpoint it saved (``None`` when none was) and
+    :attr:`refused` the :class:`~ae_lab.errors.RunFailed` that prevented it (non-finite weights).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._state_key: str | None = None
+        super().__init__(*args, **kwargs)
+        self.interrupt_path: str | None = None
+        self.refused: RunFailed | None = None
+        self._training = False
+        self._loading_to_fit = True
+
+    @property
+    def state_key(self) -> str:
+        # The key Lightning's own ModelCheckpoint uses: checkpoints of either class resume into both.
+        # Kept once made: it depends only on constructor arguments, and Lightning reads it at every
+        # hook it calls (8 a training step), at ~2.5 us a time to build.
+        if self._state_key is None:
+            key = super().state_key
+            self._state_key = key.replace(type(self).__qualname__, ModelCheckpoint.__qualname__, 1)
+        return self._state_key
+
+    def on_train_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        # Lightning's hook saves only every_n_train_steps or train_time_interval; with neither set
+        # it returns having saved nothing, after reading the trainer's state (~20 us a step).
+        if self._every_n_train_steps >= 1 or self._train_time_interval is not None:
+            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+    # ---- last.ckpt at every save point ------------------------------------------------------------
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        due = not self._should_skip_saving_checkpoint(trainer)
+        super().on_validation_end(trainer, pl_module)
+        if due and not self._should_save_on_train_epoch_end(trainer):
+            self._save_last_if_skipped(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        due = not self._should_skip_saving_checkpoint(trainer)
+        super().on_train_epoch_end(trainer, pl_module)
+        if due and self._should_save_on_train_epoch_end(trainer):
+            self._save_last_if_skipped(trainer)
+
+    def _save_last_if_skipped(self, trainer: L.Trainer) -> None:
+        if self.save_last and self._last_global_step_saved != trainer.global_step:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    # ---- last.ckpt without writing the same state twice ----------------------------------------
+    def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
+        """As Lightning saves, except ``last.ckpt`` when a best checkpoint was just written at this
+        very step: then ``last.ckpt`` becomes a hard link to that file (the same bytes, half the
+        writing). It stays a separate name: removing the best later leaves ``last.ckpt`` whole,
+        and the next save replaces ``last.ckpt`` with a new file, never writing into the old one.
+        """
+        source = self._last_checkpoint_saved
+        same_state = (
+            filepath == self.last_model_path  # Lightning names last.ckpt before saving it
+            and source
+            and source != filepath
+            and self._last_global_step_saved == trainer.global_step
+            # written synchronously by our atomic plugin, so the source is whole on disk now
+            and type(trainer.strategy.checkpoint_io) is AtomicCheckpointIO
+        )
+        if not same_state:
+            super()._save_checkpoint(trainer, filepath)
+            return
+        linked = link_file(source, filepath) if trainer.is_global_zero else True
+        linked = trainer.strategy.broadcast(linked)
+        if not linked:  # a file system without hard links
+            super()._save_checkpoint(trainer, filepath)
+            return
+        self._last_checkpoint_saved = filepath
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.after_save_checkpoint(proxy(self))
+
+    # ---- the best across directories -----------------------------------------------------------
+    def on_load_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        # Lightning calls this just before load_state_dict, also when validate/test load weights
+        self._loading_to_fit = trainer.state.fn == TrainerFn.FITTING
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if not self._loading_to_fit:
+            return  # evaluating a checkpoint's weights: what this run knows of its files stands
+        earlier = state_dict.get("dirpath", self.dirpath)
+        if self.dirpath is None or earlier == self.dirpath:
+            super().load_state_dict(state_dict)
+            return
+        carried = {}
+        for path, score in state_dict.get("best_k_models", {}).items():
+            target = str(Path(self.dirpath) / Path(path).name)
+            if not Path(path).is_file():
+                log.warning(
+                    "the earlier run's checkpoint %s (%s=%.6g) is gone: it cannot be carried over, "
+                    "so the best is chosen among the other checkpoints and the epochs from now on",
+                    path,
+                    self.monitor,
+                    float(score),
+                )
+                continue
+            if rank_zero_only.rank == 0:
+                copy_file(path, target)
+                log.info("carried over the earlier best checkpoint %s into %s", path, target)
+            carried[target] = score
+        self.best_k_models = carried
+        self.current_score = state_dict.get("current_score")
+        if carried:
+            best, worst = (min, max) if self.mode == "min" else (max, min)
+            self.best_model_path = best(carried, key=carried.get)
+            self.best_model_score = carried[self.best_model_path]
+            self.kth_best_model_path = worst(carried, key=carried.get)
+            self.kth_value = carried[self.kth_best_model_path]
+        else:
+            self.best_model_path, self.best_model_score = "", None
+
+    # ---- a signal: save last.ckpt --------------------------------------------------------------
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        self._training = True
+        self.interrupt_path, self.refused = None, None
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_end(trainer, pl_module)
+        self._training = False
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        if (
+            not isinstance(exception, SIGTERMException)
+            or not self._training
+            or self.dirpath is None
+        ):
+            return
+        path = str(Path(self.dirpath) / f"{self.CHECKPOINT_NAME_LAST}{self.FILE_EXTENSION}")
+        try:
+            trainer.save_checkpoint(path)
+        except RunFailed as failure:  # the divergence guard refused non-finite weights
+            self.refused = failure
+            return
+        self.last_model_path = self.interrupt_path = path

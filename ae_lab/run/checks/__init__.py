@@ -1,0 +1,85 @@
+"""Every setting checked before anything is trained, each bad one refused with a
+:class:`~ae_lab.errors.UserError` that names it and says what would be valid.
+
+1. **Types, from the code** (:mod:`.types`): every ``_target_`` node against its target's
+   signature, and the top-level settings against their declared types.
+2. **Ranges, declared** (:mod:`.ranges`): the settings whose valid values the type does not say.
+3. **What needs more than one setting or the data** (here): a schedule with no known run length,
+   an empty split; :mod:`ae_lab.run.checkpoints` checks a ``ckpt_path``.
+
+What constructors refuse themselves (``data.size=big``, ``trainer.accelerator=gpu`` without a GPU)
+comes out through :func:`ae_lab.run.build.build` as the same kind of short error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from ae_lab.errors import UserError, one_line
+from ae_lab.models.optimization import RUN_LENGTH_ARGUMENTS
+from ae_lab.run.checks.ranges import RULES, check_ranges
+from ae_lab.run.checks.types import HYDRA_KEYS, check_arguments, check_settings, parameters
+
+__all__ = ["HYDRA_KEYS", "RULES", "check_config", "check_splits", "parameters", "resolved"]
+
+
+def check_run_length(tree: Mapping[str, Any]) -> list[str]:
+    """A schedule that is sized by the run's length needs a run with a known length."""
+    scheduler = tree.get("model", {}).get("scheduler")
+    trainer = tree.get("trainer", {})
+    if not isinstance(scheduler, Mapping):
+        return []
+    sized_by_run = [
+        name for name in RUN_LENGTH_ARGUMENTS if name in scheduler and scheduler[name] is None
+    ]
+    unbounded = trainer.get("max_epochs") == -1 and trainer.get("max_steps", -1) in (-1, None)
+    if sized_by_run and unbounded:
+        name = sized_by_run[0]
+        return [
+            f"model.scheduler ({scheduler['_target_']}) spans the whole run, but "
+            "trainer.max_epochs=-1 and trainer.max_steps=-1 give it no end: set "
+            f"trainer.max_epochs>=1 or trainer.max_steps>=1, or model.scheduler.{name}=N"
+        ]
+    return []
+
+
+def resolved(cfg: DictConfig) -> dict[str, Any]:
+    """The whole config with every interpolation resolved, as plain containers."""
+    try:
+        return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", "") or "config"
+        raise UserError(f"{key}: {one_line(str(exc).splitlines()[0])}") from None
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Every check that needs only the config; one :class:`UserError` listing what is wrong."""
+    tree = resolved(cfg)
+    problems = check_settings(tree) + check_arguments(tree)
+    problems += check_ranges(tree) + check_run_length(tree)
+    if problems:
+        raise UserError("; ".join(dict.fromkeys(problems)))
+
+
+#: The data settings that size the held-out splits.
+FRACTIONS = ("val_fraction", "test_fraction")
+
+
+def check_splits(datamodule: Any, data_cfg: DictConfig) -> None:
+    """Refuse a split with no images: nothing to train on, or metrics of nothing."""
+    from ae_lab.data.base import SPLITS
+
+    sizes = {split: datamodule.split_size(split) for split in SPLITS}
+    empty = [split for split, size in sizes.items() if size == 0]
+    if empty:
+        knobs = [f"data.{k} (now {data_cfg[k]})" for k in FRACTIONS if k in data_cfg]
+        fix = f"raise {' or '.join(knobs)}" if knobs else f"check data.root={data_cfg.root}"
+        counts = ", ".join(f"{split} {size}" for split, size in sizes.items())
+        raise UserError(
+            f"the {' and '.join(empty)} split{'s are' if len(empty) > 1 else ' is'} empty "
+            f"(images: {counts}): {fix} so that every split holds images"
+        )

@@ -1,0 +1,134 @@
+"""How a run that is stopped or cannot go on tells the user what was kept and how to go on.
+
+A signal (see :mod:`ae_lab.run.interrupts`) ends the run with :class:`~ae_lab.errors.RunInterrupted`
+(exit 130 for Ctrl-C, 143 for SIGTERM) whose message names the checkpoint saved and the exact command
+that resumes from it; a full disk ends it with :class:`~ae_lab.errors.RunFailed`, naming the whole
+checkpoints written before (every file is written to a temporary name first).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import functools
+import shlex
+import signal
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import DictConfig
+
+from ae_lab.errors import RunInterrupted
+from ae_lab.run import interrupts
+from ae_lab.run.callbacks.checkpoint import ResumableCheckpoint
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def interruptible(run_fn: Callable[[DictConfig], dict[str, float]]) -> Callable:
+    """Hold :func:`ae_lab.run.interrupts.handling_signals` for the whole run; a signal that arrives
+    before the fit (reading the data, building the model) ends it with RunInterrupted."""
+
+    @functools.wraps(run_fn)
+    def wrapper(cfg: DictConfig) -> dict[str, float]:
+        with interrupts.handling_signals():
+            try:
+                return run_fn(cfg)
+            except KeyboardInterrupt:  # Ctrl-C, or SIGTERM as interrupts.Terminated
+                signum = interrupts.received() or signal.SIGINT
+                raise RunInterrupted(
+                    f"stopped by {interrupts.NAMES[signum]} before training started; nothing "
+                    "was trained or saved.",
+                    signum,
+                ) from None
+
+    return wrapper
+
+
+@contextlib.contextmanager
+def signals_end_the_run(
+    during: Callable[[int], str], after: Callable[[int], str]
+) -> Iterator[None]:
+    """A signal (see :mod:`ae_lab.run.interrupts`) ends the run with RunInterrupted: ``during(signum)``
+    describes a stop inside the block, ``after(signum)`` one that arrived as it completed."""
+    try:
+        yield
+    except (KeyboardInterrupt, SystemExit) as stop:  # Lightning ends both in a SystemExit
+        signum = interrupts.received()
+        if signum is None and not isinstance(stop, KeyboardInterrupt):
+            raise  # an exit that no signal asked for
+        signum = signum or signal.SIGINT
+        raise RunInterrupted(during(signum), signum) from None
+    if (signum := interrupts.received()) is not None:
+        raise RunInterrupted(after(signum), signum)
+
+
+def disk_full(trainer: L.Trainer, cfg: DictConfig, error: OSError) -> str:
+    kept = kept_checkpoint(trainer, cfg)
+    where = f" writing {error.filename}" if error.filename else ""
+    if kept:
+        return (
+            f"no space left on the device{where}. The checkpoints written before are whole "
+            f"(every file is written to a temporary name first); the newest is {kept}. Free some "
+            f"space, then resume with:\n  {resume_command(cfg, kept)}"
+        )
+    return f"no space left on the device{where}; no checkpoint had been saved yet."
+
+
+def stopped_in_fit(trainer: L.Trainer, cfg: DictConfig, signum: int) -> str:
+    callback = trainer.checkpoint_callback
+    resumable = isinstance(callback, ResumableCheckpoint)
+    if resumable and callback.refused is not None:  # the weights had diverged: no resume point
+        raise callback.refused
+    saved = callback.interrupt_path if resumable else None
+    done = trainer.fit_loop.epoch_loop.batch_progress.current.completed
+    where = (
+        f"in epoch {trainer.current_epoch} after step {trainer.global_step} "
+        f"({done} of its {trainer.num_training_batches} batches)"
+        if saved
+        else f"in epoch {trainer.current_epoch}, step {trainer.global_step}"
+    )
+    head = f"stopped by {interrupts.NAMES[signum]} {where}"
+    if saved:
+        return f"{head}; saved {saved}. Resume with:\n  {resume_command(cfg, saved)}"
+    earlier = kept_checkpoint(trainer, cfg)
+    if earlier:
+        return (
+            f"{head}, without saving (stopped at once); the last checkpoint kept is {earlier}. "
+            f"Resume from it with:\n  {resume_command(cfg, earlier)}"
+        )
+    return f"{head}; no checkpoint had been saved yet. Start again with:\n  {resume_command(cfg, None)}"
+
+
+def stopped_after_fit(trainer: L.Trainer, cfg: DictConfig, signum: int) -> str:
+    last = kept_checkpoint(trainer, cfg)
+    again = f" Evaluate it with:\n  {resume_command(cfg, last)}" if last else ""
+    return (
+        f"stopped by {interrupts.NAMES[signum]} after training finished, before the final "
+        f"evaluation: the checkpoints are kept, metrics.json was not written.{again}"
+    )
+
+
+def kept_checkpoint(trainer: L.Trainer, cfg: DictConfig) -> str | None:
+    """The newest checkpoint to resume from: this run's last.ckpt, else the one it resumed from."""
+    callback = trainer.checkpoint_callback
+    last = callback.last_model_path if isinstance(callback, ModelCheckpoint) else ""
+    if last and Path(last).is_file():
+        return last
+    return cfg.get("ckpt_path")
+
+
+def resume_command(cfg: DictConfig, ckpt_path: str | None) -> str:
+    """``python train.py <this run's overrides> ckpt_path=<ckpt_path>``."""
+    overrides = []
+    if HydraConfig.initialized():
+        overrides = [
+            o for o in HydraConfig.get().overrides.task
+            if o.lstrip("+~").split("=", 1)[0] != "ckpt_path"
+        ]  # fmt: skip
+    if ckpt_path:
+        overrides.append(f"ckpt_path={Path(ckpt_path).resolve()}")
+    return " ".join(["python train.py", *map(shlex.quote, overrides)])
