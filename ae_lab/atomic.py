@@ -72,19 +72,6 @@ def write_text(path: str | os.PathLike, text: str) -> None:
         file.write(text)
 
 
-def link_file(source: str | os.PathLike, target: str | os.PathLike) -> bool:
-    """Make ``target`` another name of ``source``'s file (a hard link), atomically replacing what
-    ``target`` was. False, with nothing changed, where the file system cannot link them."""
-    target = Path(target)
-    temp = temp_name(target)
-    try:
-        os.link(source, temp)
-    except OSError:
-        return False
-    _put_in_place(temp, target)
-    return True
-
-
 def _put_in_place(temp: Path, path: Path) -> None:
     """Rename the finished ``temp`` to ``path`` (replacing it) and make the rename durable; the
     temporary name is removed if the rename fails."""

@@ -9,11 +9,11 @@ instead; remote URLs (``s3://``...) keep Lightning's path.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import fsspec.utils
 import torch
-from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from ae_lab.atomic import atomic_write
@@ -23,7 +23,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """``torch.save`` into a temporary file beside the target, ``fsync``, then ``os.replace``."""
 
     def save_checkpoint(
-        self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None
+        self,
+        checkpoint: dict[str, Any],
+        path: str | os.PathLike,
+        storage_options: Any | None = None,
     ) -> None:
         if storage_options is not None or fsspec.utils.get_protocol(str(path)) != "file":
             super().save_checkpoint(checkpoint, path, storage_options)

@@ -5,8 +5,6 @@ Since Lightning 2.6, ``save_last=True`` writes ``last.ckpt`` only when a top-k c
 the same step: with ``save_top_k=1``, only when the monitored loss improves, so ``last.ckpt`` is a
 stale copy of the best and resuming from it silently drops every epoch since. Here ``last.ckpt`` is
 written at every checkpoint opportunity (each validation, or each epoch end without one), as before.
-When the best was saved at that same step, ``last.ckpt`` is a hard link to it instead of a second
-write of the same state (a separate name all the same: see :meth:`ResumableCheckpoint._save_checkpoint`).
 
 Every resume goes into a new run directory (a finished one is never written into). Lightning's
 ``ModelCheckpoint`` then drops what it knew of the best epochs ("The dirpath has changed ... won't
@@ -30,7 +28,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 from typing import Any
-from weakref import proxy
 
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -38,9 +35,8 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-from ae_lab.atomic import copy_file, link_file
+from ae_lab.atomic import copy_file
 from ae_lab.errors import RunFailed
-from ae_lab.run.checkpoint_io import AtomicCheckpointIO
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +50,6 @@ class ResumableCheckpoint(ModelCheckpoint):
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._state_key: str | None = None
         super().__init__(*args, **kwargs)
         self.interrupt_path: str | None = None
         self.refused: RunFailed | None = None
@@ -64,25 +59,7 @@ class ResumableCheckpoint(ModelCheckpoint):
     @property
     def state_key(self) -> str:
         # The key Lightning's own ModelCheckpoint uses: checkpoints of either class resume into both.
-        # Kept once made: it depends only on constructor arguments, and Lightning reads it at every
-        # hook it calls (8 a training step), at ~2.5 us a time to build.
-        if self._state_key is None:
-            key = super().state_key
-            self._state_key = key.replace(type(self).__qualname__, ModelCheckpoint.__qualname__, 1)
-        return self._state_key
-
-    def on_train_batch_end(
-        self,
-        trainer: L.Trainer,
-        pl_module: L.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-    ) -> None:
-        # Lightning's hook saves only every_n_train_steps or train_time_interval; with neither set
-        # it returns having saved nothing, after reading the trainer's state (~20 us a step).
-        if self._every_n_train_steps >= 1 or self._train_time_interval is not None:
-            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        return super().state_key.replace(type(self).__qualname__, ModelCheckpoint.__qualname__, 1)
 
     # ---- last.ckpt at every save point ------------------------------------------------------------
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -100,35 +77,6 @@ class ResumableCheckpoint(ModelCheckpoint):
     def _save_last_if_skipped(self, trainer: L.Trainer) -> None:
         if self.save_last and self._last_global_step_saved != trainer.global_step:
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
-
-    # ---- last.ckpt without writing the same state twice ----------------------------------------
-    def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
-        """As Lightning saves, except ``last.ckpt`` when a best checkpoint was just written at this
-        very step: then ``last.ckpt`` becomes a hard link to that file (the same bytes, half the
-        writing). It stays a separate name: removing the best later leaves ``last.ckpt`` whole,
-        and the next save replaces ``last.ckpt`` with a new file, never writing into the old one.
-        """
-        source = self._last_checkpoint_saved
-        same_state = (
-            filepath == self.last_model_path  # Lightning names last.ckpt before saving it
-            and source
-            and source != filepath
-            and self._last_global_step_saved == trainer.global_step
-            # written synchronously by our atomic plugin, so the source is whole on disk now
-            and type(trainer.strategy.checkpoint_io) is AtomicCheckpointIO
-        )
-        if not same_state:
-            super()._save_checkpoint(trainer, filepath)
-            return
-        linked = link_file(source, filepath) if trainer.is_global_zero else True
-        linked = trainer.strategy.broadcast(linked)
-        if not linked:  # a file system without hard links
-            super()._save_checkpoint(trainer, filepath)
-            return
-        self._last_checkpoint_saved = filepath
-        if trainer.is_global_zero:
-            for logger in trainer.loggers:
-                logger.after_save_checkpoint(proxy(self))
 
     # ---- the best across directories -----------------------------------------------------------
     def on_load_checkpoint(
