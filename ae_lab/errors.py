@@ -114,12 +114,9 @@ class Failure:
 
 def _is_misconfiguration(exc: BaseException) -> bool:
     """Lightning's word for a setting it refuses, wherever it finds out (ModelCheckpoint's monitor,
-    say, only at the end of the first validation). Lightning is loaded if it raised one."""
-    if "lightning" not in sys.modules:
-        return False
-    from lightning.fabric.utilities.exceptions import MisconfigurationException
-
-    return isinstance(exc, MisconfigurationException)
+    say, only at the end of the first validation); known by name, so this module needs no
+    Lightning."""
+    return any(cls.__name__ == "MisconfigurationException" for cls in type(exc).__mro__)
 
 
 def unwrap(exc: BaseException) -> BaseException:
