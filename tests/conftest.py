@@ -43,12 +43,21 @@ def fashion_root(tmp_path_factory) -> Path:
     return root
 
 
+#: Where the tests look for real MNIST (a folder holding ``MNIST/raw/``) before ``../shared``.
+MNIST_ENV = "AE_LAB_MNIST_ROOT"
+
+
 @pytest.fixture(scope="session")
 def real_mnist() -> Path:
-    """``../shared/data/mnist10k`` (real MNIST digits), when this checkout has it beside it."""
-    root = SHARED_DATA / "mnist10k"
+    """Real MNIST digits: ``$AE_LAB_MNIST_ROOT``, else ``../shared/data/mnist10k`` beside the
+    checkout; the test is skipped, saying how to get them, when neither holds ``MNIST/raw/``."""
+    root = Path(os.environ.get(MNIST_ENV) or SHARED_DATA / "mnist10k")
     if not (root / "MNIST" / "raw").is_dir():
-        pytest.skip(f"real MNIST not available (looked in {root})")
+        pytest.skip(
+            f"real MNIST not found in {root}: download it once with `.venv/bin/python -c "
+            f"\"import torchvision; torchvision.datasets.MNIST('DIR', download=True)\"` and set "
+            f"{MNIST_ENV}=DIR"
+        )
     return root
 
 

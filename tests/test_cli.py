@@ -33,6 +33,20 @@ def test_help_lists_every_group_with_exactly_its_options():
     }
     assert listed == expected
     assert "data.root=DIR" in result.stdout
+    # ...but how a sweep's jobs run is asked for often enough to be told here too
+    launchers = result.stdout.split("hydra/launcher=OPTION")[1].split("\n\n")[0]
+    for option in launcher_options():
+        assert f"{option} " in launchers or f"{option}," in launchers, option
+
+
+def launcher_options() -> list[str]:
+    """Hydra's hydra/launcher options as this install has them (its plugins and conf/)."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return GlobalHydra.instance().config_loader().get_group_options("hydra/launcher")
 
 
 def test_unknown_model_gives_the_short_error():

@@ -55,11 +55,16 @@ def test_a_sweep_with_a_failed_job_exits_1_naming_it(tmp_path, capsys):
     with pytest.raises(SystemExit) as exited:
         SweepSummary()._summarise(tmp_path)
     assert exited.value.code == 1
-    err = capsys.readouterr().err
+    out, err = capsys.readouterr()
     assert (
         err.startswith("error: 1 of 2 jobs failed") and "job 1 (crashed): RuntimeError: boom" in err
     )
     assert (tmp_path / "summary.csv").is_file()
+    # where to look is printed, and each path printed is there
+    assert (
+        f"table:  {tmp_path / 'summary.md'}" in out and f"report: {tmp_path / 'report.png'}" in out
+    )
+    assert (tmp_path / "summary.md").is_file() and (tmp_path / "report.png").is_file()
 
 
 def _fingerprint(folder: Path) -> dict[str, tuple[str, int]]:

@@ -108,7 +108,13 @@ class SweepSummary(_Stopping):
     def _summarise(sweep_dir: Path, key_metric: str | None = None) -> None:
         rows = write_summary(sweep_dir, key_metric)
         if rows:
-            report.write_report(sweep_dir, rows, key_metric)
+            figure = report.write_report(sweep_dir, rows, key_metric)
+            print(
+                f"sweep of {len(rows)} jobs: {sweep_dir}\n"
+                f"  table:  {sweep_dir / report.TABLE} (also summary.csv, summary.json)\n"
+                f"  report: {figure}",
+                flush=True,
+            )
         failed = [row for row in rows if row["status"] != COMPLETED]
         if failed:
             jobs = "; ".join(
@@ -118,6 +124,6 @@ class SweepSummary(_Stopping):
             exit_with(
                 RunFailed(
                     f"{len(failed)} of {len(rows)} jobs failed{others}: {jobs}. "
-                    f"Summary: {sweep_dir / 'summary.csv'}"
+                    f"Summary: {sweep_dir / report.TABLE}"
                 )
             )
