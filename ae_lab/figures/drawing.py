@@ -191,12 +191,6 @@ def principal_axes(codes: Array) -> tuple[Array, str, tuple[str, str]]:
     return centred @ axes, title, ("PC 1", "PC 2")
 
 
-def interpolation_codes(start: torch.Tensor, end: torch.Tensor, steps: int) -> torch.Tensor:
-    """Linear path ``(pairs, steps, latent)`` from each ``start`` code to its ``end`` code."""
-    t = torch.linspace(0, 1, steps, device=start.device).view(1, steps, 1)
-    return (1 - t) * start.unsqueeze(1) + t * end.unsqueeze(1)
-
-
 def manifold_codes(n: int, low: Sequence[float], high: Sequence[float]) -> torch.Tensor:
     """``(n*n, 2)`` codes on a regular grid, row-major as the mosaic shows them.
 

@@ -59,14 +59,6 @@ def test_manifold_codes_match_the_scatter_axes():
     assert codes[-1].tolist() == [1, -2]
 
 
-def test_interpolation_path_ends_at_both_codes():
-    a, b = torch.randn(4, 3), torch.randn(4, 3)
-    path = viz.interpolation_codes(a, b, 7)
-    assert path.shape == (4, 7, 3)
-    torch.testing.assert_close(path[:, 0], a)
-    torch.testing.assert_close(path[:, -1], b)
-
-
 def test_ping_pong_plays_forward_then_back():
     assert viz.ping_pong([0, 1, 2, 3]) == [0, 1, 2, 3, 2, 1]
 

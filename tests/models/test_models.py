@@ -33,7 +33,11 @@ def test_shapes_and_the_public_api(compose, name, batch):
         assert model.decode(z).shape == batch.shape
         assert model.reconstruct(batch).shape == batch.shape
         torch.testing.assert_close(model(batch), model.reconstruct(batch))
-        assert model.interpolate(batch[:3], batch[3:6], 5).shape == (3, 5, *SHAPE)
+        path = model.interpolate(batch[:3], batch[3:6], 5)
+        assert path.shape == (3, 5, *SHAPE)
+        # the path starts and ends at the two images' reconstructions
+        torch.testing.assert_close(path[:, 0], model.reconstruct(batch[:3]))
+        torch.testing.assert_close(path[:, -1], model.reconstruct(batch[3:6]))
         if model.supports.prior:
             assert model.sample(5).shape == (5, *SHAPE)
             assert model.kl_per_unit(batch).shape == (model.latent_dim,)
