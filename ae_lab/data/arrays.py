@@ -47,8 +47,8 @@ class IndexedImages(Dataset):
     def take(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(images[index], labels[index])`` for an int64 ``index`` on :attr:`device` (where the
         labels live too)."""
-        # index_select, not images[index]: the same rows for a 1-D index, and 7x cheaper for a
-        # batch of 32 MNIST digits on a CPU (5 us against 37: advanced indexing's general path)
+        # index_select, not images[index]: the same rows for a 1-D index, without advanced
+        # indexing's general path (benchmarks/README.md)
         labels = self.labels.index_select(0, index)
         if isinstance(self.images, torch.Tensor):
             return self.images.index_select(0, index), labels

@@ -84,7 +84,7 @@ class Autoencoder(L.LightningModule):
     output_activation: ``sigmoid`` (images in [0, 1]) or ``identity`` (a linear model).
     nll_samples: importance samples per test image for ``test/nll`` (models with a prior).
     compile: ``torch.compile`` the encoder and decoder (in place: checkpoints are unchanged). Off
-        by default: on a CPU it is no faster for these nets and costs ~40 s of compiling.
+        by default: on a CPU it is no faster for these nets and compiling takes a while.
     """
 
     def __init__(

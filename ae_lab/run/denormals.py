@@ -2,10 +2,8 @@
 
 A model with a sigmoid output learns to drive the logits of pixels that are always black (MNIST's
 border) far negative; ``sigmoid`` then returns denormal numbers (below 1.2e-38), their gradients
-are denormal, and every matmul that touches them takes the CPU's slow microcode path. Measured on
-the dense ``ae`` on real MNIST digits, batch 32: 7.4k samples/s in epochs 1-3, then 3.2-4.5k from
-epoch 4 on, the same slowdown as the study's own loop; with denormals flushed, 7.4k throughout.
-Values that small carry nothing a float32 model can use (GPUs flush them in most kernels).
+are denormal, and every matmul that touches them takes the CPU's slow microcode path: later
+epochs run at about half the speed of the first (measured in benchmarks/README.md). Values that small carry nothing a float32 model can use (GPUs flush them in most kernels).
 
 The catch is that the x86 flag (FTZ/DAZ in MXCSR) belongs to each thread: ``torch.set_flush_denormal``
 sets it on the calling thread, and torch's intra-op (OpenMP) threads copy it only when they are
