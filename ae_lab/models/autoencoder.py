@@ -145,6 +145,8 @@ class Autoencoder(L.LightningModule):
         if self.supports.prior:
             metrics["test_active_units"] = ActiveUnits(self.latent_dim)
         self.metrics = torch.nn.ModuleDict(metrics)
+        # the epoch's summed training loss and image count (reset at each epoch's start)
+        self._epoch_loss, self._epoch_images = torch.zeros(()), 0
 
     def _is_linear(self) -> bool:
         return (
@@ -241,14 +243,36 @@ class Autoencoder(L.LightningModule):
         x = batch[0]
         terms = self.objective(x)
         loss = terms["loss"]
-        # Lightning writes these every trainer.log_every_n_steps steps; the epoch's mean loss too
-        options = {"batch_size": len(x)}
-        self.log("train/loss", loss, prog_bar=True, **options)
-        self.log("train/loss_epoch", loss, on_step=False, on_epoch=True, sync_dist=True, **options)
-        others = {f"train/{name}": value for name, value in terms.items() if name != "loss"}
-        others["train/lr"] = self.trainer.optimizers[0].param_groups[0]["lr"]
-        self.log_dict(others, **options)
+        self._epoch_loss.add_(loss.detach(), alpha=len(x))  # the epoch's mean, without a sync
+        self._epoch_images += len(x)
+        if self._writes_step_values():
+            self.log("train/loss", loss, prog_bar=True, batch_size=len(x))
+            others = {f"train/{name}": value for name, value in terms.items() if name != "loss"}
+            others["train/lr"] = self.trainer.optimizers[0].param_groups[0]["lr"]
+            self.log_dict(others, batch_size=len(x))
         return loss
+
+    def _writes_step_values(self) -> bool:
+        """Whether Lightning writes this step's logged values to the loggers: every
+        ``trainer.log_every_n_steps`` optimizer steps, when the run stops, and in a fast dev run.
+        The step's values are logged only then: each ``self.log`` call costs Lightning's
+        bookkeeping whether or not the value is written (benchmarks/README.md), and the
+        progress bar shows the loss of the last written step."""
+        trainer = self.trainer
+        every = max(1, trainer.log_every_n_steps)
+        return (
+            (self.global_step + 1) % every == 0 or trainer.should_stop or bool(trainer.fast_dev_run)
+        )
+
+    def on_train_epoch_start(self) -> None:
+        # float32 whatever the precision: summed in place every step
+        self._epoch_loss = torch.zeros((), device=self.device, dtype=torch.float32)
+        self._epoch_images = 0
+
+    def on_train_epoch_end(self) -> None:
+        if self._epoch_images:  # the mean training loss of the epoch, beside the per-step curve
+            mean = self._epoch_loss / self._epoch_images
+            self.log("train/loss_epoch", mean, sync_dist=True)
 
     def _step(self, batch: Any, stage: str) -> None:
         x = batch[0]
