@@ -3,7 +3,7 @@ same module, optimizer and batches, alternated.
 
     python benchmarks/lightning_cost.py                    # batch 32 and 128, 8 epochs each
     python benchmarks/lightning_cost.py --batch-sizes 64 --epochs 12 --threads 1
-    python benchmarks/lightning_cost.py lean_step=false    # overrides for the lab
+    python benchmarks/lightning_cost.py trainer.log_every_n_steps=50   # overrides for the lab
 
 ``training_speed.py`` compares loops run in separate processes, a minute apart; on a machine whose
 speed drifts (this project's 2-core VM: 30% within minutes) its per-round ratios scatter by

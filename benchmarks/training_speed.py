@@ -34,7 +34,7 @@ The loops run round-robin, in a rotated order, for ``--rounds`` rounds; the tabl
 over rounds and the ratios are medians of the per-round ratios, so a busy machine slows both sides
 of a ratio alike. The lab's timer is one more callback for Lightning to call (about 1% of a step at
 batch 32); the lab's epochs include writing its checkpoints. Each round's line shows every epoch's
-rate: a loop whose later epochs slow down (denormals, see ``ae_lab/denormals.py``) shows it there.
+rate: a loop whose later epochs slow down (denormals, see ``ae_lab/run/denormals.py``) shows it there.
 
 Three tables: samples per wall-clock second (what a user waits for), per CPU-second of the
 process, and per wall-clock second in each round's fastest epoch. On a machine shared with other
