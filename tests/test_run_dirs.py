@@ -156,3 +156,23 @@ def test_a_bug_keeps_its_traceback_and_exits_1(tmp_path, mnist_root):
         and "RuntimeError: simulated bug in a callback" in result.stderr
     )
     assert json.loads((run / "failure.json").read_text())["status"] == "crashed"
+
+
+@pytest.mark.parametrize("script", ["train.py", "eval.py"])
+def test_a_refused_run_deletes_nothing_the_user_had(tmp_path, script):
+    """A run refused in a folder of the user's removes what it added (.hydra/, its log) and
+    nothing else: not the user's own log files, nor a log of the same name, nor the folder."""
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    own = {"notes.log": "my notes\n", "other.log": "kept\n", "eval.log": "an old eval\n"}
+    for name, text in own.items():
+        (folder / name).write_text(text)
+    args = ["data.batch_size=0"] if script == "train.py" else ["ckpt_path=nope.ckpt"]
+    result = subprocess.run(
+        [sys.executable, script, *args, f"hydra.run.dir={folder}"],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2 and result.stderr.startswith("error: "), result.stderr[-2000:]
+    assert sorted(p.name for p in folder.iterdir()) == sorted(own)
+    for name, text in own.items():
+        assert (folder / name).read_text().startswith(text)  # (Hydra appends to its own log)

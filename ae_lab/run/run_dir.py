@@ -30,9 +30,10 @@ HYDRA_FILES = ("config.yaml", "hydra.yaml", "overrides.yaml")
 #: Suffixed names tried after a taken time-stamped one.
 MAX_SUFFIX = 1000
 
-# The run directory this process created by claiming it, so that a run refused before it wrote
-# anything can leave no trace (release).
-_claimed: tuple[Path, bool] | None = None
+# The run directory this process claimed, whether it created the folder, and the names the folder
+# held before the claim: a run refused before it wrote anything removes what it added and nothing
+# else (release).
+_claimed: tuple[Path, bool, frozenset[str]] | None = None
 
 
 def holds_run(output_dir: str | Path) -> bool:
@@ -94,13 +95,14 @@ def claim_run_dir(path: str | Path, auto: bool) -> Path:
         if auto and candidate.exists() and not candidate.is_dir():
             continue
         created = _make_folder(candidate, "hydra.run.dir")
+        before = frozenset(os.listdir(candidate))
         if not holds_run(candidate):
             try:
                 os.mkdir(candidate / RUN_MARKER)
             except FileExistsError:
                 pass
             else:
-                _claimed = (candidate, created)
+                _claimed = (candidate, created, before)
                 return candidate
         if not auto:
             refuse_to_overwrite(candidate)
@@ -115,22 +117,26 @@ def claim_run_dir(path: str | Path, auto: bool) -> Path:
 def release(output_dir: str | Path | None = None) -> bool:
     """Remove the run directory this process claimed (``output_dir``, when given, must be it) if
     it holds nothing but what Hydra wrote before the task began (``.hydra/`` and the log); whether
-    it is gone. For a run refused before it started: a bad setting leaves no directory behind."""
+    it is gone. For a run refused before it started: a bad setting leaves no directory behind.
+
+    Only what this process added is removed: the ``.hydra/`` folder it created and log files that
+    were not there when it claimed the folder. A folder it did not create stays, with everything
+    that was in it before."""
     global _claimed
     if _claimed is None:
         return False
     if output_dir is not None and Path(output_dir).resolve() != _claimed[0].resolve():
         return False
-    path, created = _claimed
+    path, created, before = _claimed
     marker = path / RUN_MARKER
-    entries = {p.name for p in path.iterdir()}
-    logs = {name for name in entries if name.endswith(".log")}
-    if entries - logs - {RUN_MARKER} or not set(os.listdir(marker)) <= set(HYDRA_FILES):
+    added = {p.name for p in path.iterdir()} - before
+    logs = {name for name in added if name.endswith(".log")}
+    if added - logs - {RUN_MARKER} or not set(os.listdir(marker)) <= set(HYDRA_FILES):
         return False
     shutil.rmtree(marker)
     for name in logs:
         (path / name).unlink()
-    if created:
+    if created and not any(path.iterdir()):
         path.rmdir()
     _claimed = None
     return True
