@@ -173,9 +173,10 @@ def test_sigterm_saves_last_ckpt_and_says_how_to_resume(compose, tmp_path, mnist
     assert "Traceback" not in stderr
     (error,) = [line for line in stderr.splitlines() if line.startswith("error: ")]
     assert "stopped by SIGTERM" in error and f"saved {last}" in error
-    (command,) = [line.strip() for line in stderr.splitlines() if "python train.py" in line]
+    (command,) = [line.strip() for line in stderr.splitlines() if "train.py" in line]
     words = shlex.split(command)
-    assert words[:2] == ["python", "train.py"] and words[-1] == f"ckpt_path={last}"
+    assert Path(words[0]).samefile(sys.executable) and words[-1] == f"ckpt_path={last}"
+    assert Path(words[1]).samefile(REPO / "train.py")
     assert set(words[2:-1]) == {f"data.root={mnist_root}", *LONG_RUN}
     saved = torch.load(last, weights_only=True)
     assert finite(last) and saved["epoch"] >= 1  # saved at the signal, not at epoch 0's end

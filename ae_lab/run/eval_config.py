@@ -22,6 +22,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from ae_lab.errors import UserError
+from ae_lab.run.commands import hydra_value
 
 log = logging.getLogger(__name__)
 
@@ -81,13 +82,24 @@ def _key(override: str) -> str:
     return override.lstrip("+~").split("=", 1)[0]
 
 
+def _value(override: str) -> str:
+    """The value of ``key=value`` as Hydra reads it (quotes and escapes undone); as written when
+    the grammar refuses it (Hydra then says what is wrong)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        return str(OverridesParser.create().parse_override(override).value())
+    except Exception:
+        return override.split("=", 1)[1]
+
+
 def prepare_argv(argv: Sequence[str]) -> list[str]:
     """``argv`` with the run's group choices and the eval folder added before the user's own
     overrides (which win); unchanged when there is no readable checkpoint to start from (the job
     then says what is wrong) or when help is asked for."""
     args = list(argv[1:])
     given = [a for a in args if not a.startswith("-") and "=" in a]
-    ckpt = next((a.split("=", 1)[1] for a in given if _key(a) == "ckpt_path"), None)
+    ckpt = next((_value(a) for a in given if _key(a) == "ckpt_path"), None)
     if ckpt is None or any(a in ("--help", "-h", "--hydra-help") for a in args):
         return list(argv)
     try:
@@ -101,7 +113,8 @@ def prepare_argv(argv: Sequence[str]) -> list[str]:
         if not group.startswith("hydra/") and option != "None" and group not in keys
     ]
     if "hydra.run.dir" not in keys:
-        added.append(f"hydra.run.dir={run_folder(ckpt) / EVAL_FOLDER}/{STAMP}")
+        eval_dir = hydra_value(f"{run_folder(ckpt) / EVAL_FOLDER}/{STAMP}")
+        added.append(f"hydra.run.dir={eval_dir}")
     return [argv[0], *added, *args]
 
 

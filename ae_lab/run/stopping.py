@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
-import shlex
 import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,6 +23,7 @@ from omegaconf import DictConfig
 from ae_lab.errors import RunInterrupted
 from ae_lab.run import interrupts
 from ae_lab.run.callbacks.checkpoint import ResumableCheckpoint
+from ae_lab.run.commands import command, hydra_value
 
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
@@ -122,7 +122,7 @@ def kept_checkpoint(trainer: L.Trainer, cfg: DictConfig) -> str | None:
 
 
 def resume_command(cfg: DictConfig, ckpt_path: str | None) -> str:
-    """``python train.py <this run's overrides> ckpt_path=<ckpt_path>``."""
+    """``python train.py <this run's overrides> ckpt_path=<ckpt_path>``, to paste as it is."""
     overrides = []
     if HydraConfig.initialized():
         overrides = [
@@ -130,5 +130,5 @@ def resume_command(cfg: DictConfig, ckpt_path: str | None) -> str:
             if o.lstrip("+~").split("=", 1)[0] != "ckpt_path"
         ]  # fmt: skip
     if ckpt_path:
-        overrides.append(f"ckpt_path={Path(ckpt_path).resolve()}")
-    return " ".join(["python train.py", *map(shlex.quote, overrides)])
+        overrides.append(f"ckpt_path={hydra_value(str(Path(ckpt_path).resolve()))}")
+    return command("train.py", overrides)

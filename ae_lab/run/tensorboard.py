@@ -11,12 +11,13 @@
 
 from __future__ import annotations
 
-import shlex
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+
+from ae_lab.run.commands import command
 
 #: Overrides that say where things are, not what was run: left out of run names and HParams.
 WHERE = ("data.root", "data.cache_dir", "paths.", "hydra.", "ckpt_path", "task_name")
@@ -113,7 +114,7 @@ def write_hparams(
 
 
 def command_line(overrides: list[str], script: str = "train.py") -> str:
-    return " ".join(["python", script, *map(shlex.quote, overrides)])
+    return command(script, overrides)
 
 
 def write_text(writer: Any, cfg: DictConfig, overrides: list[str]) -> None:
