@@ -11,13 +11,12 @@
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
-
-from ae_lab.run.commands import command
 
 #: Overrides that say where things are, not what was run: left out of run names and HParams.
 WHERE = ("data.root", "data.cache_dir", "paths.", "hydra.", "ckpt_path", "task_name")
@@ -114,7 +113,9 @@ def write_hparams(
 
 
 def command_line(overrides: list[str], script: str = "train.py") -> str:
-    return command(script, overrides)
+    """``python train.py <overrides>``: how the run was made, for a reader (the commands printed
+    for pasting back name this process's own interpreter: :mod:`ae_lab.run.commands`)."""
+    return " ".join(["python", script, *map(shlex.quote, overrides)])
 
 
 def write_text(writer: Any, cfg: DictConfig, overrides: list[str]) -> None:
