@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 import shutil
 from collections.abc import Iterator
@@ -19,6 +20,8 @@ from pathlib import Path
 from typing import IO
 
 TEMP_SUFFIX = ".tmp"
+#: The names :func:`temp_name` makes: ``.<name>.<pid>.<8 hex>.tmp`` (group 1: ``<name>``).
+TEMP_PATTERN = re.compile(r"^\.(.+)\.\d+\.[0-9a-f]{8}\.tmp$")
 
 
 def temp_name(path: Path) -> Path:
@@ -26,7 +29,7 @@ def temp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
 
 
-def _fsync_folder(folder: Path) -> None:
+def fsync_folder(folder: Path) -> None:
     """Make a rename in ``folder`` durable (where the platform allows opening a folder)."""
     with contextlib.suppress(OSError):
         fd = os.open(folder, os.O_RDONLY)
@@ -80,7 +83,7 @@ def _put_in_place(temp: Path, path: Path) -> None:
     except BaseException:
         _discard(temp)
         raise
-    _fsync_folder(path.parent)
+    fsync_folder(path.parent)
 
 
 def _discard(temp: Path) -> None:

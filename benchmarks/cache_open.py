@@ -27,8 +27,15 @@ from pathlib import Path
 
 from PIL import Image
 
-from ae_lab.data.image_cache import Preprocess, cache_key, get_image_cache, scan_images, store
-from ae_lab.data.image_cache.build import FORMAT_VERSION, cache_stem
+from ae_lab.data.image_cache import (
+    FORMAT_VERSION,
+    Preprocess,
+    cache_key,
+    cache_stem,
+    get_image_cache,
+    scan_images,
+    store,
+)
 
 CHUNK = 64 << 20
 

@@ -11,24 +11,27 @@ uint8 pixels shaped ``(N, 3, H, W)``, memory-mapped afterwards, beside its manif
 - :mod:`.lock`: the cache folder's build lock, which decode workers never hold and nobody waits
   for forever.
 - :mod:`.mapped`: :class:`MappedImages`, the memory-mapped array the DataModules index.
+- :mod:`.key`: what a cache is made of (the folder's listing, the settings) and its key.
+- :mod:`.reuse`: the finished caches: opened checked and held, superseded ones removed.
 - :mod:`.workers`: the decode workers of a build, which never outlive it.
-- :mod:`.build`: :func:`get_image_cache`: scan, key, reuse or build, open.
+- :mod:`.build`: one build: decode every image into the array, then write its manifest.
+- :mod:`.cache`: :func:`get_image_cache`: reuse when current and intact, else build, under the lock.
 - :mod:`.prune`: ``python -m ae_lab.data.image_cache.prune [CACHE_DIR]`` removes caches that are
   out of date and not in use.
 """
 
-from ae_lab.data.image_cache.build import (
+from ae_lab.data.image_cache.cache import ImageCache, get_image_cache
+from ae_lab.data.image_cache.decode import IMAGE_SUFFIXES, Preprocess, parse_crop, parse_size
+from ae_lab.data.image_cache.key import (
     FORMAT_VERSION,
-    PRUNE_COMMAND,
-    ImageCache,
     cache_key,
-    get_image_cache,
+    cache_stem,
     has_images,
     scan_images,
 )
-from ae_lab.data.image_cache.decode import IMAGE_SUFFIXES, Preprocess, parse_crop, parse_size
 from ae_lab.data.image_cache.lock import DEFAULT_WAIT_S, LOCK_NAME, BuildLock
 from ae_lab.data.image_cache.mapped import MappedImages
+from ae_lab.data.image_cache.reuse import PRUNE_COMMAND
 from ae_lab.data.image_cache.store import CacheGone, CacheLease
 from ae_lab.data.image_cache.workers import default_workers
 
@@ -45,6 +48,7 @@ __all__ = [
     "MappedImages",
     "Preprocess",
     "cache_key",
+    "cache_stem",
     "default_workers",
     "get_image_cache",
     "has_images",

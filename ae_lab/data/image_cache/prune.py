@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from ae_lab.data.image_cache import store
-from ae_lab.data.image_cache.build import FORMAT_VERSION, cache_key, scan_images
 from ae_lab.data.image_cache.decode import IMAGE_SUFFIXES, Preprocess
+from ae_lab.data.image_cache.key import FORMAT_VERSION, cache_key, scan_images
 from ae_lab.data.image_cache.lock import build_lock
 from ae_lab.errors import UserError
 

@@ -10,14 +10,14 @@ Writing. Every file is written under a temporary name beside its real one
 fsynced: a build that dies leaves at most temporary files, which the next holder of the build lock
 deletes (:func:`remove_temp_files`).
 
-Checking. The manifest keeps two CRC-32s of the array (``zlib.crc32``, about 4 GB/s): of the whole
-file, computed while it is written, and of 64 blocks of 64 KiB spread evenly over it (the whole
-file when it is smaller). It also keeps the ``(size, mtime, inode)`` the array had when the whole
-file was last checked. Opening a cache (:func:`check`) reads the sampled blocks every time (4 MiB:
-milliseconds) and the whole file only when its ``(size, mtime, inode)`` changed since, which any
-write through the file system does; the new stamp is then recorded so the full check happens once.
-So a change made by writing to the file is always found; damage that leaves the mtime alone (a
-failing disk, a tool that restores times) is found when it touches a sampled block.
+Checking. The manifest keeps two CRC-32s of the array (``zlib.crc32``): of the whole file, computed
+while it is written, and of 64 blocks of 64 KiB spread evenly over it (the whole file when it is
+smaller). It also keeps the ``(size, mtime, inode)`` the array had when the whole file was last
+checked. Opening a cache (:func:`check`) reads the sampled blocks every time (4 MiB) and the whole
+file only when its ``(size, mtime, inode)`` changed since, which any write through the file system
+does; the new stamp is then recorded so the full check happens once. So a change made by writing to
+the file is always found; damage that leaves the mtime alone (a failing disk, a tool that restores
+times) is found when it touches a sampled block.
 
 In use. A process that uses a cache holds a shared ``flock`` on its array (:class:`CacheLease`) for
 as long as it may read it; views pickled to DataLoader workers take their own when they reopen the
@@ -41,6 +41,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ae_lab import atomic
+
 try:
     import fcntl
 except ImportError:  # Windows: no flock; a mapped file cannot be deleted there anyway
@@ -50,37 +52,20 @@ log = logging.getLogger(__name__)
 
 MANIFEST_FORMAT = "ae_lab.image_cache"
 ARRAY_SUFFIX = ".u8"
-TEMP_RE = re.compile(r"^.+\.(u8|json)\.tmp-\d+-[0-9a-f]{8}$")  # <stem>.u8.tmp-<pid>-<random>
+#: Temporary files of a cache: ``ae_lab.atomic.temp_name``'s, and ``<stem>.u8.tmp-<pid>-<random>``
+#: (the names of earlier versions' builds)
+TEMP_RE = re.compile(
+    r"^(\..+\.(u8|json)\.\d+\.[0-9a-f]{8}\.tmp|.+\.(u8|json)\.tmp-\d+-[0-9a-f]{8})$"
+)
 SAMPLE_BLOCKS = 64
 SAMPLE_BYTES = 1 << 16
 _CHUNK = 16 << 20  # bytes per CRC step of a full check
 
 
 # ---- writing -------------------------------------------------------------------------------------
-def temp_name(name: str) -> str:
-    """A temporary name beside ``name``, unique across processes and machines."""
-    return f"{name}.tmp-{os.getpid()}-{os.urandom(4).hex()}"
-
-
-def fsync_dir(folder: Path) -> None:
-    with contextlib.suppress(OSError, AttributeError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    temp = path.with_name(temp_name(path.name))
-    try:
-        with open(temp, "w", encoding="utf-8") as out:
-            json.dump(data, out, separators=(",", ":"))
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
+    """``data`` as compact JSON in ``path``, whole or not at all (:mod:`ae_lab.atomic`)."""
+    atomic.write_text(path, json.dumps(data, separators=(",", ":")))
 
 
 def remove_temp_files(cache_dir: Path) -> list[Path]:

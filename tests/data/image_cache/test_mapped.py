@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from ae_lab.data.arrays import IndexedImages
-from ae_lab.data.image_cache import CacheGone, MappedImages, decode, store
+from ae_lab.data.image_cache import CacheGone, decode, store
 from tests.helpers.image_cache import array_of, build
 
 
@@ -36,7 +36,6 @@ def test_mapped_images_index_views_pickle_small_and_feed_indexed_images(folder, 
     images, labels = dataset.__getitems__([2, 0])
     assert images.dtype == torch.uint8 and images.shape == (2, 3, 32, 32)
     assert torch.equal(images, torch.from_numpy(full[[6, 5]])) and (labels == -1).all()
-    assert isinstance(MappedImages(cache.array_path, cache.shape), MappedImages)
 
 
 def test_views_hold_the_cache_until_the_last_one_goes(folder, tmp_path):

@@ -9,6 +9,7 @@ import zlib
 
 import pytest
 
+from ae_lab import atomic
 from ae_lab.data.image_cache import CacheGone, CacheLease, store
 from tests.helpers.image_cache import Child, build, needs_fork, wait_until
 
@@ -148,8 +149,9 @@ def test_a_cache_that_is_gone_being_removed_or_replaced_cannot_be_held(tmp_path,
 
 def test_temp_files_are_recognised_by_their_pattern_only(tmp_path):
     ours = [
-        tmp_path / store.temp_name("a-0123456789abcdef.u8"),
-        tmp_path / store.temp_name("a.json"),
+        atomic.temp_name(tmp_path / "a-0123456789abcdef.u8"),
+        atomic.temp_name(tmp_path / "a.json"),
+        tmp_path / "a-0123456789abcdef.u8.tmp-4242-0badcafe",  # an earlier version's name
     ]
     theirs = [tmp_path / "a.u8.tmp", tmp_path / "notes.tmp-1-2", tmp_path / "a.u8"]
     for path in ours + theirs:

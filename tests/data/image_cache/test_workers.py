@@ -10,7 +10,7 @@ import threading
 import numpy as np
 import pytest
 
-from ae_lab.data.image_cache import decode
+from ae_lab.data.image_cache import decode, store
 from ae_lab.data.image_cache import workers as workers_module
 from ae_lab.errors import RunFailed
 from tests.helpers.faces import add_bad_files
@@ -105,7 +105,7 @@ def test_killed_build_leaves_no_cache_its_workers_die_and_the_next_build_complet
     finally:
         kill_all(workers)
     left = names_in(cache_dir)
-    assert left and all(".tmp-" in name for name in left)  # nothing under a real name
+    assert left and all(store.TEMP_RE.match(name) for name in left)  # nothing under a real name
     slow_decode.open_gate()
     shape = Child(lambda: build(folder, cache_dir, size=32, workers=2).shape).value(timeout=30)
     assert shape == (8, 3, 32, 32)
