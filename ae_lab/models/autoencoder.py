@@ -19,9 +19,7 @@ The objective, per image (summed over pixels and latent units, mean over the bat
 
 with ``z`` drawn from the bottleneck given the (possibly corrupted) input. ``recon`` is the
 negative log-likelihood without the Gaussian's constant (see :mod:`ae_lab.models.losses`); so
-``beta = 1`` is the ELBO. Code that averages the error over pixels instead
-(``mse_loss(x_hat, x) + kld_weight * KL``, as PyTorch-VAE) corresponds to
-``beta = kld_weight * C * H * W``.
+``beta = 1`` is the ELBO (docs/models.md: other codebases' KL weights in these units).
 """
 
 from __future__ import annotations
@@ -34,10 +32,9 @@ from typing import Any, Literal
 import lightning as L
 import torch
 from hydra.utils import instantiate
-from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
 from ae_lab.models.bottleneck import make_bottleneck
-from ae_lab.models.evaluation import ActiveUnits, importance_sampled_log_likelihood
+from ae_lab.models.evaluation import evaluation_metrics, importance_sampled_log_likelihood
 from ae_lab.models.losses import likelihood_constant, reconstruction_error_per_example
 from ae_lab.models.optimization import configure
 from ae_lab.nets.mlp import MLPDecoder, MLPEncoder
@@ -47,7 +44,6 @@ from ae_lab.nets.mlp import MLPDecoder, MLPEncoder
 #: loading) or directly as a Python object (a factory, a callable).
 Spec = Mapping[str, Any] | Callable[..., Any]
 OUTPUT_ACTIVATIONS = {"sigmoid": torch.sigmoid, "identity": lambda t: t}
-EVAL_STAGES = ("val", "test")
 
 
 def build(spec: Spec | None) -> Any:
@@ -107,8 +103,7 @@ class Autoencoder(L.LightningModule):
         super().__init__()
         # The logger gets the whole Hydra config from ae_lab.run.train instead.
         self.save_hyperparameters(logger=False)
-        # (types and ranges of every argument are checked before a run builds the model:
-        # ae_lab.run.checks; here only what no single setting's rule can say)
+        # (each argument's type and range: ae_lab.run.checks; here what no single rule can say)
         if likelihood == "bernoulli" and output_activation != "sigmoid":
             raise ValueError("a bernoulli likelihood needs model.output_activation=sigmoid")
         self.input_shape = tuple(int(s) for s in input_shape)
@@ -134,17 +129,7 @@ class Autoencoder(L.LightningModule):
         )
         self.optimizer_factory = build(optimizer)
         self.scheduler_factory = build(scheduler)
-        # Image quality of the deterministic reconstruction forward(x) against x, over an epoch.
-        metrics: dict[str, torch.nn.Module] = {}
-        kernel = min(11, (min(self.input_shape[1:]) - 1) | 1)  # SSIM's window fits the image
-        for stage in EVAL_STAGES:
-            metrics[f"{stage}_psnr"] = PeakSignalNoiseRatio(data_range=1.0)
-            metrics[f"{stage}_ssim"] = StructuralSimilarityIndexMeasure(
-                data_range=1.0, kernel_size=kernel
-            )
-        if self.supports.prior:
-            metrics["test_active_units"] = ActiveUnits(self.latent_dim)
-        self.metrics = torch.nn.ModuleDict(metrics)
+        self.metrics = evaluation_metrics(self.input_shape, self.latent_dim, self.supports.prior)
         # the epoch's summed training loss and image count (reset at each epoch's start)
         self._epoch_loss, self._epoch_images = torch.zeros(()), 0
 
@@ -253,11 +238,9 @@ class Autoencoder(L.LightningModule):
         return loss
 
     def _writes_step_values(self) -> bool:
-        """Whether Lightning writes this step's logged values to the loggers: every
-        ``trainer.log_every_n_steps`` optimizer steps, when the run stops, and in a fast dev run.
-        The step's values are logged only then: each ``self.log`` call costs Lightning's
-        bookkeeping whether or not the value is written (benchmarks/README.md), and the
-        progress bar shows the loss of the last written step."""
+        """Whether Lightning writes this step's logged values: every ``log_every_n_steps``
+        optimizer steps, on stop, in a fast dev run. Only then are they logged: a ``self.log``
+        call costs as much written or not (benchmarks/README.md)."""
         trainer = self.trainer
         every = max(1, trainer.log_every_n_steps)
         return (
