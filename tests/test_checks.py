@@ -58,6 +58,11 @@ BAD = [
     (["model.net.hidden_dims=abc"], "model.net.hidden_dims='abc': must be a list of integers"),
     (["+model.optimizer.betas=[0.9]"], "model.optimizer.betas=[0.9]: must be a list of 2 numbers"),
     (["trainer.devices=-2"], "trainer.devices=-2: must be >= 1, or -1 (all), or 'auto'"),
+    # a part removed or nulled: one line naming it (a TypeError traceback before)
+    (["model.net=null"], "model.net=null: must be a config with a _target_; choose one: "
+                         "model/net=conv|mlp"),  # fmt: skip
+    (["model.optimizer=null"], "choose one: model/optimizer=adam|adamw|sgd|soap"),
+    (["trainer.enable_checkpointing=false"], "callbacks.model_checkpoint.save_top_k=0"),
     (["trainer.devices=abc"], "trainer.devices='abc': must be >= 1, or -1 (all), or 'auto' (all"),
     (["trainer.devices=[]"], "trainer.devices=[]: must be"),
     (["trainer.devices=[-1]"], "trainer.devices=[-1]: must be"),

@@ -124,3 +124,17 @@ def test_a_finished_run_directory_is_left_as_it_was(tmp_path):
     assert "already holds a run" in result.stderr and "Traceback" not in result.stderr
     assert (run_dir / ".hydra" / "config.yaml").read_text() == "the earlier run's config\n"
     assert sorted(p.name for p in run_dir.iterdir()) == [".hydra", "metrics.json"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["~model.net"], "error: model.net is missing: ae_lab.models.Autoencoder needs it"),
+        (["hydra.run.dir=/tmp/" + "x" * 300], "longer than the file system allows"),
+    ],
+    ids=["part-removed", "long-run-dir"],
+)
+def test_what_was_a_traceback_is_one_line(args, message):
+    result = train(*args)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert len(result.stderr.splitlines()) == 1 and message in result.stderr

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from ae_lab.errors import RunInterrupted
+from ae_lab.errors import RunInterrupted, UserError
 from ae_lab.models import Autoencoder
 from ae_lab.run.eval_checkpoint import evaluate_checkpoint
 from ae_lab.run.eval_config import prepare_argv
@@ -121,3 +121,12 @@ def test_eval_py_on_the_command_line(compose, tmp_path, mnist_root):
         assert refused.returncode == 2, refused.stderr[-2000:]
         assert refused.stderr.startswith("error: ") and says in refused.stderr
         assert "Traceback" not in refused.stderr
+
+
+@pytest.mark.parametrize("override", ["model.latent_dim=64", "model/net=conv", "model.beta=4"])
+def test_eval_refuses_to_change_what_the_model_computes(compose, tmp_path, mnist_root, override):
+    """The checkpoint's weights are the model: only evaluation settings change (a size mismatch
+    was a traceback)."""
+    run(compose(["model=vae", f"data.root={mnist_root}", *QUICK]))
+    with pytest.raises(UserError, match=r"evaluates the checkpoint's model as it was trained"):
+        evaluate(tmp_path / "run" / "checkpoints" / "last.ckpt", override, out=tmp_path / "e")

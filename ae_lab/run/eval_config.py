@@ -192,12 +192,18 @@ def _is_group(key: str, choices: Mapping[str, str]) -> bool:
     return "/" in key or key in choices
 
 
+#: The model's settings that change how it is evaluated, not what it computes: the only
+#: ``model.X`` eval.py takes (the rest describe the trained weights).
+EVALUATION_SETTINGS = ("nll_samples", "compile")
+
+
 def _model_override(path: str, cfg: DictConfig) -> dict[str, Any]:
     parts = path.split(".")
-    if len(parts) != 2:
+    if len(parts) != 2 or parts[1] not in EVALUATION_SETTINGS:
+        settings = " or ".join(f"model.{name}=..." for name in EVALUATION_SETTINGS)
         raise UserError(
             f"{path}: eval.py evaluates the checkpoint's model as it was trained; only its "
-            "evaluation settings change (model.nll_samples=N)"
+            f"evaluation settings change ({settings}). To train another model, use train.py"
         )
     value = OmegaConf.select(cfg, path)
     return {parts[1]: OmegaConf.to_container(value) if OmegaConf.is_config(value) else value}

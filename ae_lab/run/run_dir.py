@@ -13,6 +13,7 @@ run is refused and nothing is written.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 from collections.abc import Iterator
@@ -66,11 +67,11 @@ def _candidates(path: Path, auto: bool) -> Iterator[Path]:
 
 def _make_folder(path: Path, setting: str) -> bool:
     """``mkdir -p path``; whether this call created ``path`` itself. A short error when it cannot."""
-    if path.exists() and not path.is_dir():
-        raise UserError(
-            f"{setting}={path} is an existing file, not a directory; choose another path."
-        )
     try:
+        if path.exists() and not path.is_dir():
+            raise UserError(
+                f"{setting}={path} is an existing file, not a directory; choose another path."
+            )
         path.parent.mkdir(parents=True, exist_ok=True)
         os.mkdir(path)
         return True
@@ -81,9 +82,12 @@ def _make_folder(path: Path, setting: str) -> bool:
             ) from None
         return False
     except OSError as exc:
+        long = exc.errno == errno.ENAMETOOLONG
+        why = "a name in it is longer than the file system allows" if long else exc.strerror
+        shown = f"{str(path)[:80]}..." if long else str(path)
         raise UserError(
-            f"cannot create {setting}={path}: {exc.strerror or exc}. "
-            "Choose a writable place (paths.log_dir=DIR or hydra.run.dir=DIR)."
+            f"cannot create {setting}={shown}: {why or exc}. Choose a "
+            f"{'shorter' if long else 'writable'} place (paths.log_dir=DIR or hydra.run.dir=DIR)."
         ) from None
 
 

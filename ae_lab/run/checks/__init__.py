@@ -47,6 +47,37 @@ def check_run_length(tree: Mapping[str, Any]) -> list[str]:
     return []
 
 
+def check_checkpointing(tree: Mapping[str, Any]) -> list[str]:
+    """``trainer.enable_checkpointing=false`` beside the checkpoint callback every run has."""
+    trainer, callbacks = tree.get("trainer", {}), tree.get("callbacks") or {}
+    if trainer.get("enable_checkpointing") is False and callbacks.get("model_checkpoint"):
+        return [
+            "trainer.enable_checkpointing=false: every run keeps last.ckpt, so that a stopped "
+            "run can resume; to keep only it, set callbacks.model_checkpoint.save_top_k=0, or "
+            "remove checkpoints altogether with ~callbacks.model_checkpoint"
+        ]
+    return []
+
+
+def check_validation_interval(trainer: Mapping[str, Any], train_batches: int) -> None:
+    """An integer ``trainer.val_check_interval`` counts batches within an epoch (unless
+    ``check_val_every_n_epoch`` is null): more than an epoch's ``train_batches`` never validates,
+    which Lightning refuses with a traceback once the fit has begun."""
+    interval, limit = trainer.get("val_check_interval"), trainer.get("limit_train_batches")
+    if type(interval) is not int or trainer.get("check_val_every_n_epoch") is None:
+        return
+    if type(limit) is int:
+        train_batches = min(train_batches, limit)
+    elif isinstance(limit, float):
+        train_batches = int(train_batches * limit)
+    if interval > train_batches:
+        raise UserError(
+            f"trainer.val_check_interval={interval}: an epoch has {train_batches} training "
+            f"batches here; give at most {train_batches}, a fraction of the epoch (0.5), or "
+            "trainer.check_val_every_n_epoch=null to count batches across epochs"
+        )
+
+
 def resolved(cfg: DictConfig) -> dict[str, Any]:
     """The whole config with every interpolation resolved, as plain containers."""
     try:
@@ -60,7 +91,7 @@ def check_config(cfg: DictConfig) -> None:
     """Every check that needs only the config; one :class:`UserError` listing what is wrong."""
     tree = resolved(cfg)
     problems = check_settings(tree) + check_arguments(tree)
-    problems += check_ranges(tree) + check_run_length(tree)
+    problems += check_ranges(tree) + check_run_length(tree) + check_checkpointing(tree)
     if problems:
         raise UserError("; ".join(dict.fromkeys(problems)))
 

@@ -32,12 +32,16 @@ SETTINGS: dict[str, Any] = {
     "matmul_precision": Literal["highest", "high", "medium"] | None,
     "flush_denormal": bool,
     "ckpt_path": str | None,
+    "init_from": str | None,
     "task_name": str,
     "optimized_metric": str | None,
 }
 
 #: The types a value from YAML or the command line can have, besides null, lists and mappings.
 PLAIN = (bool, int, float, str)
+#: Required arguments the lab passes when it builds the object, not the config (the model's
+#: image shape comes from the data).
+SUPPLIED_AT_BUILD = frozenset({"input_shape"})
 
 
 @functools.cache
@@ -65,6 +69,39 @@ def parameters(target: Callable[..., Any]) -> tuple[dict[str, Any], bool]:
         if not any(p.kind == p.VAR_KEYWORD for p in signature.parameters.values()):
             return found, True
     return found, False
+
+
+@functools.cache
+def _signature(target: Callable[..., Any]) -> inspect.Signature | None:
+    try:
+        return inspect.signature(target)
+    except (TypeError, ValueError):  # a builtin: nothing to learn
+        return None
+
+
+def required(target: Callable[..., Any]) -> set[str]:
+    """The keyword arguments ``target`` cannot be called without."""
+    signature = _signature(target)
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    if signature is None:
+        return set()
+    return {
+        name
+        for name, p in signature.parameters.items()
+        if p.kind in kinds and p.default is inspect.Parameter.empty and name != "self"
+    }
+
+
+def defaults(target: Callable[..., Any]) -> dict[str, Any]:
+    """``{name: default}`` of the arguments of ``target`` that have one."""
+    signature = _signature(target)
+    if signature is None:
+        return {}
+    return {
+        name: p.default
+        for name, p in signature.parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
 
 
 def _package(thing: Any) -> str:
@@ -121,7 +158,8 @@ def conforms(value: Any, hint: Any) -> bool:
         return not args or all(conforms(item, args[0]) for item in value)
     if container in (dict, collections.abc.Mapping):
         return isinstance(value, Mapping)
-    return True  # a class the checker does not know: anything may convert to it
+    # a class the checker does not know: any value may convert to it, but null is no value
+    return value is not None
 
 
 def describe(hint: Any) -> str:
@@ -150,6 +188,8 @@ def describe(hint: Any) -> str:
         return words[hint]
     if hint is None or hint is type(None):
         return "null"
+    if (origin or hint) in (dict, collections.abc.Mapping, collections.abc.Callable):
+        return "a config with a _target_"
     return getattr(hint, "__name__", str(hint))
 
 
@@ -195,6 +235,10 @@ def _check_node(node: Mapping[str, Any], path: str) -> list[str]:
         return [f"{path}._target_={node['_target_']} is not a class or function"]
     takes, closed = parameters(target)
     problems = []
+    if not node.get("_partial_"):  # (a factory's missing arguments come when it is called)
+        for name in sorted(required(target) - set(node) - SUPPLIED_AT_BUILD):
+            where = f"{path}.{name}" if path else name
+            problems.append(f"{where} is missing: {node['_target_']} needs it; restore it")
     for name, value in node.items():
         if name in HYDRA_KEYS:
             continue
@@ -208,9 +252,21 @@ def _check_node(node: Mapping[str, Any], path: str) -> list[str]:
                 problems.append(f"{where}: {node['_target_']} takes no argument {name!r}; {hint}")
         elif value is None and name in RUN_LENGTH_ARGUMENTS:
             continue  # filled in by the model (check_run_length says when it cannot be)
+        elif value is None and defaults(target).get(name, ...) is None:
+            continue  # null is the argument's own default
         elif not conforms(value, takes[name]):
-            problems.append(f"{where}={show(value)}: must be {describe(takes[name])}")
+            fix = _group_hint(where) if value is None else ""
+            problems.append(f"{where}={show(value)}: must be {describe(takes[name])}{fix}")
     return problems
+
+
+def _group_hint(path: str) -> str:
+    """``"; choose one: model/net=conv|mlp"`` when ``path`` is a config group of conf/."""
+    from ae_lab.compose import CONF
+
+    folder = CONF.joinpath(*path.split("."))
+    options = sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+    return f"; choose one: {'/'.join(path.split('.'))}={'|'.join(options)}" if options else ""
 
 
 def check_settings(tree: Mapping[str, Any]) -> list[str]:
