@@ -59,10 +59,16 @@ BAD = [
     (["+model.optimizer.betas=[0.9]"], "model.optimizer.betas=[0.9]: must be a list of 2 numbers"),
     (["trainer.devices=-2"], "trainer.devices=-2: must be >= 1, or -1 (all), or 'auto'"),
     # a part removed or nulled: one line naming it (a TypeError traceback before)
-    (["model.net=null"], "model.net=null: must be a config with a _target_; choose one: "
-                         "model/net=conv|mlp"),  # fmt: skip
+    (
+        ["model.net=null"],
+        "model.net=null: must be a config with a _target_; choose one: model/net=conv|mlp",
+    ),  # fmt: skip
     (["model.optimizer=null"], "choose one: model/optimizer=adam|adamw|sgd|soap"),
     (["trainer.enable_checkpointing=false"], "callbacks.model_checkpoint.save_top_k=0"),
+    # figures without bounds ran for minutes and ended in the OOM killer, before any checkpoint
+    (["callbacks.latent_interpolation.steps=100000"], "steps=100000: must be >= 2 and <= 120"),
+    (["callbacks.latent_space.manifold_size=1000"], "manifold_size=1000: must be >= 2 and <= 40"),
+    (["callbacks.latent_space.num_points=10000000"], "num_points=10000000: must be >= 1 and <="),
     (["trainer.devices=abc"], "trainer.devices='abc': must be >= 1, or -1 (all), or 'auto' (all"),
     (["trainer.devices=[]"], "trainer.devices=[]: must be"),
     (["trainer.devices=[-1]"], "trainer.devices=[-1]: must be"),

@@ -198,3 +198,33 @@ def test_ctrl_c_exits_130_without_a_traceback(tmp_path, mnist_root):
     assert "Traceback" not in stderr and "stopped by Ctrl-C" in stderr
     assert finite(run_dir / "checkpoints" / "last.ckpt")
     assert not (run_dir / "metrics.json").exists()
+
+
+#: TINY_RUN without its figure settings (for callbacks=none)
+NO_FIGURES = [o for o in TINY_RUN if not o.startswith("callbacks.")]
+
+
+def test_the_epoch_s_checkpoint_exists_before_its_figures_draw(compose, tmp_path, mnist_root):
+    cfg = compose(["callbacks=none", f"data.root={mnist_root}", *NO_FIGURES,
+                   "+callbacks.slow._target_=tests.helpers.callbacks.SlowFigure",
+                   "+callbacks.slow.chunks=1"])  # fmt: skip
+    run(cfg)
+    assert (tmp_path / "run" / "slow_figure_saw_checkpoint").read_text() == "True"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_while_a_figure_draws_is_honoured_at_once(compose, tmp_path, mnist_root, signum):
+    """A figure of 50 chunks of 0.05 s each: the stop ends it at the next chunk, the run ends
+    with last.ckpt saved and the resume command."""
+    cfg = compose(["callbacks=none", f"data.root={mnist_root}", *NO_FIGURES[1:],
+                   "trainer.max_epochs=3", "+callbacks.slow._target_=tests.helpers.callbacks."
+                   "SlowFigure", f"+callbacks.slow.signum={int(signum)}",
+                   "+callbacks.slow.every_n_epochs=1"])  # fmt: skip
+    started = time.monotonic()
+    with pytest.raises(RunInterrupted) as stop:
+        run(cfg)
+    assert time.monotonic() - started < 60
+    assert stop.value.exit_code == 128 + signum and "Resume with" in str(stop.value)
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["global_step"] == 2  # no training after the stop
+    assert not list((tmp_path / "run" / "figures").rglob("*.png"))

@@ -8,8 +8,11 @@ animated ``.gif`` beside it. Each is also logged to TensorBoard as the image ``<
 most :data:`CARD_WIDTH` pixels wide so it is legible on a default card; a GIF is logged as the GIF
 itself, which TensorBoard plays.
 
-Drawing happens at the end of a validation epoch while fitting, on global rank 0 only, with the
-model in eval mode under ``torch.no_grad()``; train mode is restored afterwards. Inputs come from
+Drawing happens at the end of a training epoch while fitting, after its validation and its
+checkpoint (a figure can never cost the epoch's checkpoint), on global rank 0 only, with the model
+in eval mode under ``torch.no_grad()``; train mode is restored afterwards. A stop asked for while a
+figure draws (SIGTERM, Ctrl-C) ends the drawing at its next chunk of images: the figure is left
+out and the run stops as it would between batches. Inputs come from
 the datamodule's ``sample_batch`` with a fixed seed, so frames compare across epochs. Left at
 ``every_n_epochs: null``, a figure is drawn about ``frames_per_run`` times over the run (and always
 after the last epoch), so a short run still has frames to scrub through.
@@ -19,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +30,6 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
-from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info
 
 from ae_lab import atomic
@@ -150,9 +152,8 @@ class FigureCallback(L.Callback):
         last = trainer.max_epochs is not None and epoch >= trainer.max_epochs
         return epoch % self._every == 0 or last or bool(trainer.fast_dev_run)
 
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        fitting = trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking
-        if not fitting or not trainer.is_global_zero or not self._due(trainer):
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero or not self._due(trainer) or trainer.received_sigterm:
             return
         if not self.applies_to(pl_module):
             if not self._told_skip:
@@ -160,7 +161,12 @@ class FigureCallback(L.Callback):
                 rank_zero_info(f"[{self.name}] not drawn: the model has no {needed}")
                 self._told_skip = True
             return
-        rendered = self.draw(pl_module, trainer.datamodule)
+        try:
+            with stoppable(lambda: trainer.received_sigterm):
+                rendered = self.draw(pl_module, trainer.datamodule)
+        except FigureStopped:
+            rank_zero_info(f"[{self.name}] not drawn: the run is stopping")
+            return
         folder = Path(trainer.default_root_dir) / "figures" / self.name
         save_figures(rendered, folder, self.frame_ms, stamp=f"_epoch{trainer.current_epoch:03d}")
         board = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
@@ -178,6 +184,30 @@ class FigureCallback(L.Callback):
             write_encoded_image(writer, f"{self.name}/{key}", data, shape[0], shape[1], step)
 
 
+class FigureStopped(Exception):
+    """The run is stopping: the figure being drawn is left out."""
+
+
+#: Whether the run is stopping, asked between chunks while a figure draws.
+_stopping: list[Callable[[], bool]] = []
+
+
+def _check_stop() -> None:
+    if _stopping and _stopping[-1]():
+        raise FigureStopped
+
+
+@contextlib.contextmanager
+def stoppable(stopping: Callable[[], bool]) -> Iterator[None]:
+    """Inside, :func:`encode_all` and :func:`decode_all` raise :class:`FigureStopped` as soon as
+    ``stopping()`` says so."""
+    _stopping.append(stopping)
+    try:
+        yield
+    finally:
+        _stopping.pop()
+
+
 def chunk_size(module: torch.nn.Module) -> int:
     """Images per forward pass in a figure: about 4M input values, so full-size faces fit too."""
     return max(1, (1 << 22) // int(np.prod(module.input_shape)))
@@ -185,9 +215,15 @@ def chunk_size(module: torch.nn.Module) -> int:
 
 def encode_all(module: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
     """``module.encode`` over many images, a chunk at a time."""
-    return torch.cat([module.encode(part) for part in images.split(chunk_size(module))])
+    return torch.cat([checked(module.encode, part) for part in images.split(chunk_size(module))])
 
 
 def decode_all(module: torch.nn.Module, codes: torch.Tensor) -> torch.Tensor:
     """``module.decode`` over many codes, a chunk at a time."""
-    return torch.cat([module.decode(part) for part in codes.split(chunk_size(module))])
+    return torch.cat([checked(module.decode, part) for part in codes.split(chunk_size(module))])
+
+
+def checked(step: Callable[[Any], torch.Tensor], part: Any) -> torch.Tensor:
+    """``step(part)``, unless the run is stopping (:class:`FigureStopped`)."""
+    _check_stop()
+    return step(part)

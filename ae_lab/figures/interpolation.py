@@ -7,7 +7,7 @@ import math
 import torch
 
 from ae_lab.figures import drawing
-from ae_lab.figures.base import FigureCallback, Rendered, chunk_size
+from ae_lab.figures.base import FigureCallback, Rendered, checked, chunk_size
 
 
 class LatentInterpolation(FigureCallback):
@@ -23,7 +23,7 @@ class LatentInterpolation(FigureCallback):
     """
 
     name = "latent_interpolation"
-    frames_per_run = 5  # each grid GIF is ~1.5 MB
+    frames_per_run = 5  # GIFs are the largest figures
 
     def __init__(
         self, grid: int = 4, steps: int = 50, strip_columns: int = 10, frame_ms: int = 60, **kwargs
@@ -45,7 +45,7 @@ class LatentInterpolation(FigureCallback):
         per_call = max(1, chunk_size(model) // self.steps)  # pairs decoded at once
         paths = torch.cat(
             [
-                model.interpolate(a, b, self.steps).cpu()
+                checked(lambda pair: model.interpolate(*pair, self.steps), (a, b)).cpu()
                 for a, b in zip(start.split(per_call), end.split(per_call), strict=True)
             ]
         )

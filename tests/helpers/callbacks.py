@@ -4,9 +4,14 @@
 from __future__ import annotations
 
 import os
+import time
+from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
+
+from ae_lab.figures.base import FigureCallback, chunk_size, decode_all
 
 
 class SignalAt(L.Callback):
@@ -43,3 +48,33 @@ class PoisonWeights(L.Callback):
         if trainer.current_epoch == self.epoch:
             with torch.no_grad():
                 next(pl_module.parameters()).view(-1)[0] = float("nan")
+
+
+class SlowFigure(FigureCallback):
+    """A figure that decodes ``chunks`` chunks of codes, sleeping a little before each, and sends
+    ``signum`` to this process as it starts when ``signum`` is set. Records, as it starts,
+    whether this epoch's checkpoint already exists, and how many chunks it drew."""
+
+    name = "slow_figure"
+
+    def __init__(self, chunks: int = 50, signum: int | None = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.chunks, self.signum = chunks, signum
+        self.checkpoint_seen: list[bool] = []
+        self.drawn = 0
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        folder = Path(trainer.default_root_dir) / "checkpoints"
+        self.checkpoint_seen.append((folder / "last.ckpt").is_file())
+        (folder.parent / "slow_figure_saw_checkpoint").write_text(str(self.checkpoint_seen[-1]))
+        super().on_train_epoch_end(trainer, pl_module)
+
+    def render(self, model, data):
+        if self.signum is not None:
+            os.kill(os.getpid(), self.signum)
+        codes = torch.zeros(chunk_size(model), model.latent_dim, device=model.device)
+        for _ in range(self.chunks):
+            time.sleep(0.05)
+            decode_all(model, codes)
+            self.drawn += 1
+        return {"figure": np.zeros((8, 8, 3), np.uint8)}
