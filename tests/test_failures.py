@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from ae_lab.data import MNISTDataModule
-from ae_lab.errors import RunFailed, RunInterrupted
+from ae_lab.errors import RunFailed, RunInterrupted, UserError
 from ae_lab.run.callbacks import DivergenceGuard
 from ae_lab.run.train import run
 from tests.conftest import REPO, TINY_RUN
@@ -228,3 +228,58 @@ def test_a_stop_while_a_figure_draws_is_honoured_at_once(compose, tmp_path, mnis
     last = tmp_path / "run" / "checkpoints" / "last.ckpt"
     assert torch.load(last, weights_only=True)["global_step"] == 2  # no training after the stop
     assert not list((tmp_path / "run" / "figures").rglob("*.png"))
+
+
+@pytest.mark.parametrize(
+    ("callback", "where"),
+    [
+        ("AllocateTooMuch", "while training"),
+        ("FigureTooLarge", "while drawing a figure"),
+        ("AllocateTooMuch +callbacks.oom.where=test", "in the final evaluation"),
+    ],
+    ids=["step", "figure", "evaluation"],
+)
+def test_out_of_memory_is_a_message_with_the_checkpoint_and_a_smaller_batch(
+    compose, tmp_path, mnist_root, callback, where
+):
+    name, *more = callback.split()
+    cfg = compose(["callbacks=none", f"data.root={mnist_root}", *NO_FIGURES[1:],
+                   "trainer.max_epochs=2", f"+callbacks.oom._target_=tests.helpers.callbacks.{name}",
+                   *more])  # fmt: skip
+    with pytest.raises(RunFailed) as failed:
+        run(cfg)
+    message = str(failed.value)
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    assert message.startswith(f"out of memory {where}: ") and "can't allocate memory" in message
+    assert f"The newest whole checkpoint is {last}" in message and last.is_file()
+    assert message.splitlines()[-1].strip().endswith(f"data.batch_size=16 ckpt_path={last}")
+
+
+def test_a_model_too_large_for_the_machine_is_refused_before_it_is_built(compose, mnist_root):
+    cfg = compose([f"data.root={mnist_root}", *TINY_RUN, "model.net.hidden_dims=[100000,100000]"])
+    with pytest.raises(UserError, match=r"20,182.8 M parameters need about 301 GB to train"):
+        run(cfg)
+
+
+@pytest.mark.slow
+def test_a_checkpoint_write_that_fails_without_enospc_ends_like_a_full_disk(tmp_path, mnist_root):
+    """torch.save reports a failed write as a RuntimeError ("file write failed"), not OSError:
+    here the file-size limit refuses the checkpoint's bytes, as a full disk would."""
+    import resource
+
+    def small_files() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails instead of killing us
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+
+    run_dir = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, str(REPO / "train.py"), f"data.root={mnist_root}", *NO_FIGURES,
+         "callbacks=none", "logger=none", f"hydra.run.dir={run_dir}"],
+        cwd=REPO, capture_output=True, text=True, timeout=300, preexec_fn=small_files,
+        env={**os.environ, "HYDRA_FULL_ERROR": "0"},
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    (error,) = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert "writing failed" in error and "No checkpoint had been saved yet" in error
+    assert not [p for p in (run_dir / "checkpoints").glob("*.ckpt")]  # nothing half-written

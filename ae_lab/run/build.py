@@ -7,6 +7,7 @@ Every constructor goes through :func:`build`, so what a constructor refuses reac
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import warnings
@@ -33,6 +34,13 @@ from ae_lab.run.checks import check_splits
 
 #: The progress bar is redrawn every this many batches (every batch costs a terminal write).
 PROGRESS_REFRESH_BATCHES = 20
+
+#: Trainer arguments newer than the oldest Lightning supported, with the value a run gets where the
+#: installed Trainer takes them and the config does not set them (``+trainer.X=VALUE`` does).
+NEWER_TRAINER_ARGUMENTS: dict[str, Any] = {
+    # Lightning >= 2.6; off: ae_lab writes HParams itself at the end of a run, with the final metrics
+    "enable_autolog_hparams": False,
+}
 
 
 def build(node: DictConfig, setting: str, **kwargs: Any) -> Any:
@@ -64,12 +72,57 @@ def _instantiate_all(group: DictConfig | None, name: str, **kwargs: Any) -> list
 
 
 def build_model(model_cfg: DictConfig, input_shape: tuple[int, ...]) -> L.LightningModule:
-    """The model a ``model/`` config describes, sized for images of ``input_shape``.
+    """The model a ``model/`` config describes, sized for images of ``input_shape``, once a
+    weightless copy of it has shown that its training state fits in memory.
 
     Nested parts (net, optimizer, corruption) reach the model as plain configs that it builds and
     keeps in its hyperparameters, so its checkpoints reload with ``weights_only=True``.
     """
-    return build(model_cfg, "model", input_shape=input_shape, _recursive_=False, _convert_="all")
+    options = {"input_shape": input_shape, "_recursive_": False, "_convert_": "all"}
+    with torch.device("meta"):  # shapes only: no memory for the weights
+        check_fits(sum(p.numel() for p in build(model_cfg, "model", **options).parameters()))
+    return build(model_cfg, "model", **options)
+
+
+#: Bytes a float32 parameter takes while training: itself, its gradient and Adam's two moments.
+TRAINING_BYTES_PER_PARAMETER = 16
+
+
+def check_fits(parameters: int, available: int | None = None) -> None:
+    """Refuse a model whose weights, gradients and optimizer state alone exceed the memory this
+    machine has free (``available`` bytes; read from the system when None)."""
+    available = free_memory() if available is None else available
+    needed = parameters * TRAINING_BYTES_PER_PARAMETER
+    if available is not None and needed > available:
+        raise UserError(
+            f"model: {parameters / 1e6:,.1f} M parameters need about {_size(needed)} to train "
+            f"(weights, gradients and Adam's state), but {_size(available)} of memory is free: "
+            "make the model smaller (model.net.hidden_dims=..., model.net.channels=..., "
+            "model.latent_dim=...)"
+        )
+
+
+def free_memory() -> int | None:
+    """Bytes of memory free for a new model: on the GPU when one will train it, else the CPU's
+    available memory (Linux's MemAvailable); None when unknown."""
+    if torch.cuda.is_available():
+        return int(torch.cuda.mem_get_info()[0])
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}"
+        n /= 1024
+    return f"{n:,.0f} TB"
 
 
 def prepare_data(cfg: DictConfig) -> L.LightningDataModule:
@@ -191,4 +244,15 @@ def build_trainer(cfg: DictConfig, for_evaluation: bool = False) -> L.Trainer:
         logger=_loggers(cfg) or False,
         plugins=_plugins(cfg),
         enable_progress_bar=progress_bar(cfg),
+        **_newer_arguments(cfg.trainer),
     )
+
+
+def _newer_arguments(trainer_cfg: DictConfig) -> dict[str, Any]:
+    """:data:`NEWER_TRAINER_ARGUMENTS` that the installed Trainer takes and the config leaves out."""
+    takes = inspect.signature(L.Trainer).parameters
+    return {
+        name: value
+        for name, value in NEWER_TRAINER_ARGUMENTS.items()
+        if name in takes and name not in trainer_cfg
+    }

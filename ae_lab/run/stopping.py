@@ -12,7 +12,8 @@ import contextlib
 import errno
 import functools
 import signal
-from collections.abc import Callable, Iterator
+import traceback
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import lightning as L
@@ -20,7 +21,7 @@ from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig
 
-from ae_lab.errors import RunInterrupted
+from ae_lab.errors import RunFailed, RunInterrupted
 from ae_lab.run import interrupts
 from ae_lab.run.callbacks.checkpoint import ResumableCheckpoint
 from ae_lab.run.commands import command, hydra_value
@@ -44,6 +45,11 @@ def interruptible(run_fn: Callable[[DictConfig], dict[str, float]]) -> Callable:
                     "was trained or saved.",
                     signum,
                 ) from None
+            except (MemoryError, RuntimeError, OSError) as error:
+                failure = ran_out(error, cfg)
+                if failure is None:
+                    raise
+                raise failure from None
 
     return wrapper
 
@@ -121,14 +127,77 @@ def kept_checkpoint(trainer: L.Trainer, cfg: DictConfig) -> str | None:
     return cfg.get("ckpt_path")
 
 
-def resume_command(cfg: DictConfig, ckpt_path: str | None) -> str:
-    """``python train.py <this run's overrides> ckpt_path=<ckpt_path>``, to paste as it is."""
+def resume_command(cfg: DictConfig, ckpt_path: str | None, changes: Sequence[str] = ()) -> str:
+    """``python train.py <this run's overrides> <changes> ckpt_path=<ckpt_path>``, to paste as it
+    is (``changes``, ``key=value``, replace the run's own overrides of those keys)."""
     overrides = []
+    replaced = {"ckpt_path", *(change.split("=", 1)[0] for change in changes)}
     if HydraConfig.initialized():
         overrides = [
             o for o in HydraConfig.get().overrides.task
-            if o.lstrip("+~").split("=", 1)[0] != "ckpt_path"
+            if o.lstrip("+~").split("=", 1)[0] not in replaced
         ]  # fmt: skip
+    overrides += changes
     if ckpt_path:
         overrides.append(f"ckpt_path={hydra_value(str(Path(ckpt_path).resolve()))}")
     return command("train.py", overrides)
+
+
+#: What torch says when an allocation fails, on the CPU and on a GPU.
+OUT_OF_MEMORY = ("can't allocate memory", "out of memory", "not enough memory")
+#: What torch.save says when a write fails (a full disk, on some file systems, is no OSError).
+WRITE_FAILED = ("file write failed", "PytorchStreamWriter failed writing")
+
+
+def ran_out(error: BaseException, cfg: DictConfig) -> RunFailed | None:
+    """The failure to report when ``error`` is a resource running out (memory, disk): what ran
+    out and where, the newest whole checkpoint, and the command that goes on; None otherwise."""
+    text = str(error)
+    memory = isinstance(error, MemoryError) or any(s in text for s in OUT_OF_MEMORY)
+    disk = isinstance(error, OSError) and error.errno in (*DISK_FULL, errno.EIO, errno.EFBIG)
+    disk = disk or (isinstance(error, RuntimeError) and any(s in text for s in WRITE_FAILED))
+    if not memory and not disk:
+        return None
+    kept = _newest_checkpoint(cfg)
+    where = _where(error)
+    if disk:
+        what = f"writing failed{where} (the disk is full?): {_first_line(text)}"
+        fix, changes = "Free some space, then", ()
+    else:
+        device = "GPU memory" if "CUDA" in text or "HIP" in text else "memory"
+        what = f"out of {device}{where}: {_first_line(text)}"
+        batch = int(cfg.data.get("batch_size") or 2)
+        changes = (f"data.batch_size={max(1, batch // 2)}",) if batch > 1 else ()
+        fix = f"With a smaller batch ({changes[0]})" if changes else "With a smaller model,"
+    if kept:
+        return RunFailed(
+            f"{what}. The newest whole checkpoint is {kept}. {fix} resume with:\n  "
+            f"{resume_command(cfg, kept, changes)}"
+        )
+    return RunFailed(
+        f"{what}. No checkpoint had been saved yet. {fix} start again with:\n  "
+        f"{resume_command(cfg, None, changes)}"
+    )
+
+
+def _newest_checkpoint(cfg: DictConfig) -> str | None:
+    last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    return str(last) if last.is_file() else cfg.get("ckpt_path")
+
+
+def _where(error: BaseException) -> str:
+    """`` while drawing a figure`` / `` in the final evaluation`` / `` while training``, from
+    the code the error came through."""
+    files = [frame.f_code.co_filename for frame, _ in traceback.walk_tb(error.__traceback__)]
+    if any("/ae_lab/figures/" in f for f in files):
+        return " while drawing a figure"
+    if any(f.endswith(("/run/evaluate.py", "/run/eval_checkpoint.py")) for f in files):
+        return " in the final evaluation"
+    if any("/lightning/pytorch/loops/" in f for f in files):
+        return " while training"
+    return ""
+
+
+def _first_line(text: str) -> str:
+    line = next((part.strip() for part in text.splitlines() if part.strip()), text)
+    return line[:200]

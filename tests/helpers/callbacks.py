@@ -78,3 +78,32 @@ class SlowFigure(FigureCallback):
             decode_all(model, codes)
             self.drawn += 1
         return {"figure": np.zeros((8, 8, 3), np.uint8)}
+
+
+class AllocateTooMuch(L.Callback):
+    """Ask the allocator for far more memory than any machine has, for real, at ``where``:
+    ``step`` (a training batch of epoch ``epoch``) or ``test`` (the final evaluation)."""
+
+    def __init__(self, where: str = "step", epoch: int = 1) -> None:
+        self.where, self.epoch = where, epoch
+
+    @staticmethod
+    def _allocate() -> None:
+        torch.empty(1 << 50, dtype=torch.uint8)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self.where == "step" and trainer.current_epoch == self.epoch:
+            self._allocate()
+
+    def on_test_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        if self.where == "test":
+            self._allocate()
+
+
+class FigureTooLarge(FigureCallback):
+    """A figure whose drawing asks for far more memory than any machine has."""
+
+    name = "too_large"
+
+    def render(self, model, data):
+        return {"figure": torch.empty(1 << 50, dtype=torch.uint8).numpy()}
