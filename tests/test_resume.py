@@ -1,7 +1,8 @@
 """Resume is exact: stopped and resumed from last.ckpt (at an epoch's end, in the middle of one,
-or during a validation), a run ends with the weights, best checkpoint and metrics.json of a run
-that never stopped; for a deterministic AE, a VAE (noise in its objective) and a denoising model
-(random corruption, and its figure draws some too)."""
+during a validation, or inside a window of accumulated gradients), a run ends with the weights,
+best checkpoint and metrics.json of a run that never stopped; for a deterministic AE, a VAE (noise
+in its objective) and a denoising model (random corruption, and its figure draws some too). A
+finished run is not resumed: it has nothing left to train."""
 
 import json
 import logging
@@ -11,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from ae_lab.errors import RunInterrupted
+from ae_lab.errors import RunInterrupted, UserError
 from ae_lab.run.callbacks import ResumableCheckpoint
 from ae_lab.run.train import run
 from tests.conftest import TINY_RUN
@@ -42,12 +43,12 @@ def uninterrupted(tmp_path_factory, mnist_root):
 
     made = {}
 
-    def get(model: str) -> Path:
-        if model not in made:
+    def get(model: str, *extra: str) -> Path:
+        if (model, extra) not in made:
             out = tmp_path_factory.mktemp(f"uninterrupted_{model}")
-            run(compose_config(common(model, mnist_root), out))
-            made[model] = out
-        return made[model]
+            run(compose_config([*common(model, mnist_root), *extra], out))
+            made[model, extra] = out
+        return made[model, extra]
 
     return get
 
@@ -61,9 +62,9 @@ def best_of(run_dir: Path) -> tuple[str, float]:
     return Path(state["best_model_path"]).name, float(state["best_model_score"])
 
 
-def assert_same_run(resumed: Path, reference: Path) -> None:
+def assert_same_run(resumed: Path, reference: Path, steps: int = EPOCHS * BATCHES) -> None:
     ours, theirs = checkpoint(resumed), checkpoint(reference)
-    assert ours["global_step"] == theirs["global_step"] == EPOCHS * BATCHES  # last.ckpt is last
+    assert ours["global_step"] == theirs["global_step"] == steps  # last.ckpt is last
     torch.testing.assert_close(ours["state_dict"], theirs["state_dict"])
     torch.testing.assert_close(ours["optimizer_states"], theirs["optimizer_states"])
     assert best_of(resumed) == best_of(reference)  # the best counts the epochs before the stop
@@ -106,20 +107,69 @@ def test_resuming_after_sigterm_equals_never_stopping(compose, tmp_path, mnist_r
     assert_same_run(second, uninterrupted("vae"))
 
 
-def test_evaluating_a_finished_run_again_reproduces_its_metrics(compose, tmp_path, mnist_root,
-                                                                uninterrupted):  # fmt: skip
-    """Resuming a finished run trains nothing and evaluates its best checkpoint (carried into the
-    new directory) with a seeded RNG: the VAE's noisy metrics come out the same."""
-    finished = uninterrupted("vae")
-    run(compose([*common("vae", mnist_root), f"ckpt_path={finished / 'checkpoints/last.ckpt'}"]))
-    again = tmp_path / "run"
-    assert json.loads((again / "metrics.json").read_text()) == json.loads(
-        (finished / "metrics.json").read_text()
+# ---- accumulated gradients ---------------------------------------------------------------------
+ACCUMULATE = "trainer.accumulate_grad_batches=2"  # two windows of 2 batches per epoch
+STOP = ["+callbacks.stop._target_=tests.helpers.callbacks.SignalAt", "+callbacks.stop.epoch=0"]
+
+
+def test_resuming_inside_an_accumulation_window_equals_never_stopping(compose, tmp_path, mnist_root,
+                                                                      uninterrupted):  # fmt: skip
+    """Stopped after the first batch of a window, the checkpoint keeps the gradients of that
+    batch: the resumed window steps with both batches, as the run that never stopped did (without
+    them the weights drifted apart, with no warning)."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    with pytest.raises(RunInterrupted):
+        run(compose([*common("vae", mnist_root), ACCUMULATE, *STOP, "+callbacks.stop.batch=0"],
+                    first))  # fmt: skip
+    saved = checkpoint(first)
+    assert saved["global_step"] == 0  # inside the first window: no step yet
+    (state,) = [v for k, v in saved["callbacks"].items() if "ModelCheckpoint" in k]
+    assert state["accumulated_gradients"].keys() == saved["state_dict"].keys()
+    last = first / "checkpoints" / "last.ckpt"
+    run(compose([*common("vae", mnist_root), ACCUMULATE, f"ckpt_path={last}"], second))
+    assert_same_run(second, uninterrupted("vae", ACCUMULATE), steps=EPOCHS * BATCHES // 2)
+
+
+def test_a_checkpoint_inside_a_window_without_its_gradients_is_refused(compose, tmp_path,
+                                                                       mnist_root):  # fmt: skip
+    """One written under DDP, by Lightning's own ModelCheckpoint or by an older version cannot
+    resume exactly: refused, saying why and what to resume from instead."""
+    first = tmp_path / "first"
+    with pytest.raises(RunInterrupted):
+        run(compose([*common("ae", mnist_root), ACCUMULATE, *STOP, "+callbacks.stop.batch=2"],
+                    first))  # fmt: skip
+    saved = checkpoint(first)
+    for state in saved["callbacks"].values():
+        state.pop("accumulated_gradients", None)
+    partial = tmp_path / "partial.ckpt"
+    torch.save(saved, partial)
+    with pytest.raises(UserError) as refused:
+        run(compose([*common("ae", mnist_root), ACCUMULATE, f"ckpt_path={partial}"]))
+    assert str(refused.value).startswith(
+        f"ckpt_path={partial} was saved inside a gradient accumulation window (after 1 of its "
+        "trainer.accumulate_grad_batches=2 batches) without the gradients"
     )
-    best, _ = best_of(finished)
-    assert (again / "checkpoints" / best).read_bytes() == (
-        finished / "checkpoints" / best
-    ).read_bytes()
+
+
+# ---- a finished run ------------------------------------------------------------------------------
+@pytest.mark.parametrize("max_epochs", [EPOCHS, 1])
+def test_resuming_a_finished_run_is_refused_saying_how_to_go_on(
+    compose, tmp_path, mnist_root, uninterrupted, max_epochs
+):
+    """It would train nothing and evaluate the best checkpoint again, without a word: refused
+    before anything loads, with how to train longer and how to evaluate it."""
+    last = uninterrupted("vae") / "checkpoints" / "last.ckpt"
+    with pytest.raises(UserError) as refused:
+        run(compose([*common("vae", mnist_root), f"trainer.max_epochs={max_epochs}",
+                     f"ckpt_path={last}"]))  # fmt: skip
+    message = str(refused.value)
+    assert message.startswith(
+        f"ckpt_path={last} is of a finished run: it has trained {EPOCHS} epochs "
+        f"({EPOCHS * BATCHES} steps), which reaches trainer.max_epochs={max_epochs}, so resuming "
+        f"would train nothing. To train longer, resume with trainer.max_epochs=M with M > {EPOCHS}"
+    )
+    assert message.endswith(f"eval.py ckpt_path={last}")
+    assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 # ---- the best across directories -----------------------------------------------------------------

@@ -111,7 +111,10 @@ def stopped_in_fit(trainer: L.Trainer, cfg: DictConfig, signum: int) -> str:
 
 def stopped_after_fit(trainer: L.Trainer, cfg: DictConfig, signum: int) -> str:
     last = kept_checkpoint(trainer, cfg)
-    again = f" Evaluate it with:\n  {resume_command(cfg, last)}" if last else ""
+    again = ""
+    if last:
+        evaluate = command("eval.py", [f"ckpt_path={hydra_value(str(Path(last).resolve()))}"])
+        again = f" Evaluate it with:\n  {evaluate}"
     return (
         f"stopped by {interrupts.NAMES[signum]} after training finished, before the final "
         f"evaluation: the checkpoints are kept, metrics.json was not written.{again}"

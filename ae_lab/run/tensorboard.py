@@ -19,7 +19,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 #: Overrides that say where things are, not what was run: left out of run names and HParams.
-WHERE = ("data.root", "data.cache_dir", "paths.", "hydra.", "ckpt_path", "task_name")
+WHERE = ("data.root", "data.cache_dir", "paths.", "hydra.", "ckpt_path", "init_from", "task_name")
 #: Settings every run's HParams show, beside the chosen model, data and experiment.
 CORE_SETTINGS = (
     "model.latent_dim",

@@ -35,20 +35,31 @@ from ae_lab.run.build import (
     prepare_data,
     quiet_libraries,
 )
-from ae_lab.run.checkpoints import check_checkpoint, read_checkpoint
+from ae_lab.run.checkpoints import check_checkpoint, check_exclusive, load_weights, read_checkpoint
 from ae_lab.run.checks import check_config
 from ae_lab.run.evaluate import evaluate_weights, write_metrics
+from ae_lab.run.resume import check_hyperparameters, check_resume
 from ae_lab.run.run_dir import refuse_to_overwrite
 
 
 def setup(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.Trainer]:
     """Check every setting, then build the data, the model and the trainer. Nothing is trained
-    yet: any bad setting has been refused here with a :class:`~ae_lab.errors.UserError`."""
+    yet: any bad setting has been refused here with a :class:`~ae_lab.errors.UserError`.
+
+    ``ckpt_path`` resumes the run that wrote it (checked to be the same run, with training left);
+    ``init_from`` starts a new run from a checkpoint's weights, loaded here into the model
+    (:mod:`ae_lab.run.checkpoints`)."""
     parallel.share_cores()  # a job of a joblib sweep: its share of the cores, not all of them
     check_config(cfg)  # types, ranges, run length: before anything is loaded
     # before the first parallel operation, so that torch's threads start with the setting
     denormals.flush_denormals(cfg.get("flush_denormal", False))
     saved = read_checkpoint(cfg.ckpt_path) if cfg.get("ckpt_path") else None
+    check_exclusive(cfg, saved)  # ckpt_path resumes this run; init_from starts a new one
+    if saved is not None:  # the same run, with training left to do: before anything loads
+        check_resume(saved, cfg, hydra_job()[1])
+    start = (
+        read_checkpoint(cfg.init_from, "init_from") if cfg.get("init_from") and not saved else None
+    )
     if rank_zero_only.rank == 0:  # train.py has claimed the directory; this guards run(cfg) calls
         refuse_to_overwrite(cfg.paths.output_dir)
     if cfg.get("seed") is not None:
@@ -61,6 +72,9 @@ def setup(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.
     model = build_model(cfg.model, datamodule.image_shape)
     if saved is not None:
         check_checkpoint(saved, model)  # a checkpoint of this model and image size
+        check_hyperparameters(saved, model)  # its optimizer and objective (an older checkpoint)
+    if start is not None:
+        load_weights(start, model)  # its weights only: a new run (fine-tuning, other data)
     return datamodule, model, build_trainer(cfg)
 
 

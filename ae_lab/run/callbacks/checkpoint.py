@@ -21,6 +21,19 @@ the epoch that is. Lightning records the loop's position in the checkpoint (and
 :class:`~ae_lab.data.batches.Batches` its place in the epoch's order), so resuming from it goes on
 at the next batch. Nothing is saved on any other exception: a diverged run's weights are not worth
 keeping, and a run stopped at once by a second Ctrl-C may be in the middle of an optimizer step.
+
+With ``trainer.accumulate_grad_batches=k > 1``, a stop (or a validation) inside a window of ``k``
+batches falls between optimizer steps: the gradients of the window's first batches exist only in
+the parameters' ``.grad``, which no Lightning checkpoint holds, so a run resumed there would step
+with the rest of the window only and drift from the run that never stopped. Refusing that stop
+point would lose up to an epoch of work, and stopping only at a window's end would mean training on
+after the signal. Keeping the gradients is simple and exact: a checkpoint written inside a window
+holds them (``accumulated_gradients``, one tensor per parameter, loadable with ``weights_only``),
+and :meth:`ResumableCheckpoint.on_train_start` puts them back before the resumed fit's first
+batch, which adds its own to them as the uninterrupted run did. Under DDP each process holds the
+gradients of its own batches, which one checkpoint cannot keep: a signal inside a window then saves
+nothing (the previous ``last.ckpt`` stays, whole), and ``ckpt_path=`` refuses a checkpoint written
+inside a window without them (:func:`ae_lab.run.resume.check_resume`).
 """
 
 from __future__ import annotations
@@ -30,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -39,6 +53,21 @@ from ae_lab.atomic import copy_file
 from ae_lab.errors import RunFailed
 
 log = logging.getLogger(__name__)
+
+#: The key of the accumulated gradients in the callback's state of a checkpoint.
+ACCUMULATED = "accumulated_gradients"
+
+
+def inside_window(trainer: L.Trainer) -> bool:
+    """Whether the fit stands between two batches of one window of ``accumulate_grad_batches``:
+    the batches done in this epoch are not a whole number of windows, and the last one (which
+    steps whatever it has) has not been reached."""
+    k = trainer.accumulate_grad_batches
+    if k <= 1 or trainer.strategy.handles_gradient_accumulation:
+        return False
+    progress = trainer.fit_loop.epoch_loop.batch_progress
+    done = progress.current.completed
+    return done % k != 0 and not progress.is_last_batch and done < trainer.num_training_batches
 
 
 class ResumableCheckpoint(ModelCheckpoint):
@@ -55,6 +84,7 @@ class ResumableCheckpoint(ModelCheckpoint):
         self.refused: RunFailed | None = None
         self._training = False
         self._loading_to_fit = True
+        self._gradients: dict[str, torch.Tensor] | None = None  # loaded, put back at train start
 
     @property
     def state_key(self) -> str:
@@ -88,6 +118,7 @@ class ResumableCheckpoint(ModelCheckpoint):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if not self._loading_to_fit:
             return  # evaluating a checkpoint's weights: what this run knows of its files stands
+        self._gradients = state_dict.get(ACCUMULATED) or None
         earlier = state_dict.get("dirpath", self.dirpath)
         if self.dirpath is None or earlier == self.dirpath:
             super().load_state_dict(state_dict)
@@ -119,11 +150,30 @@ class ResumableCheckpoint(ModelCheckpoint):
         else:
             self.best_model_path, self.best_model_score = "", None
 
+    # ---- the gradients of an accumulation window -------------------------------------------------
+    def on_save_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        super().on_save_checkpoint(trainer, pl_module, checkpoint)
+        state = (checkpoint.get("callbacks") or {}).get(self.state_key)
+        if state is None or not inside_window(trainer) or trainer.world_size > 1:
+            return
+        state[ACCUMULATED] = {
+            name: p.grad.detach().cpu().clone()
+            for name, p in pl_module.named_parameters()
+            if p.grad is not None
+        }
+
     # ---- a signal: save last.ckpt --------------------------------------------------------------
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_start(trainer, pl_module)
         self._training = True
         self.interrupt_path, self.refused = None, None
+        if self._gradients:  # resumed inside an accumulation window: its batches so far
+            for name, p in pl_module.named_parameters():
+                if name in self._gradients:
+                    p.grad = self._gradients[name].to(device=p.device, dtype=p.dtype)
+        self._gradients = None
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_end(trainer, pl_module)
@@ -137,6 +187,14 @@ class ResumableCheckpoint(ModelCheckpoint):
             or not self._training
             or self.dirpath is None
         ):
+            return
+        if inside_window(trainer) and trainer.world_size > 1:
+            log.warning(
+                "stopped inside a window of trainer.accumulate_grad_batches=%d batches under DDP: "
+                "each process holds the gradients of its own batches, which one checkpoint cannot "
+                "keep, so last.ckpt is left as it was (resuming from here would not be exact)",
+                trainer.accumulate_grad_batches,
+            )
             return
         path = str(Path(self.dirpath) / f"{self.CHECKPOINT_NAME_LAST}{self.FILE_EXTENSION}")
         try:
