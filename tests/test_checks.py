@@ -279,3 +279,10 @@ def test_every_way_lightning_reads_devices_passes(devices):
 @pytest.mark.parametrize("precision", ["32-true", 32, "32", "bf16-mixed", "bf16", "16-mixed", 16])
 def test_every_precision_the_lab_trains_in_passes(precision):
     assert check_ranges({"trainer": {"precision": precision}}) == []
+
+
+def test_a_validation_interval_longer_than_the_epoch_is_refused(compose, mnist_root):
+    """Lightning found out only once the fit had begun, with a traceback."""
+    cfg = compose([f"data.root={mnist_root}", *TINY_RUN, "trainer.val_check_interval=3"])
+    with pytest.raises(UserError, match=r"val_check_interval=3: an epoch has 2 training batches"):
+        run(cfg)

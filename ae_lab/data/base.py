@@ -106,6 +106,12 @@ class ImageArrayDataModule(L.LightningDataModule):
             pin_memory=trainer is not None and isinstance(trainer.accelerator, CUDAAccelerator),
         )
 
+    def batches_per_epoch(self, world_size: int = 1) -> int:
+        """Training batches in an epoch of each of ``world_size`` processes."""
+        self.setup()
+        return len(Batches(self.splits["train"], self.batch_size, drop_last=True,
+                           world_size=world_size))  # fmt: skip
+
     def _split_for_batches(self, split: str) -> IndexedImages:
         """The split batches are indexed from: on the trainer's device with ``on_device``."""
         if not self.on_device or self.trainer is None:

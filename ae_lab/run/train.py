@@ -36,7 +36,7 @@ from ae_lab.run.build import (
     quiet_libraries,
 )
 from ae_lab.run.checkpoints import check_checkpoint, check_exclusive, load_weights, read_checkpoint
-from ae_lab.run.checks import check_config
+from ae_lab.run.checks import check_config, check_validation_interval
 from ae_lab.run.evaluate import evaluate_weights, write_metrics
 from ae_lab.run.resume import check_hyperparameters, check_resume
 from ae_lab.run.run_dir import refuse_to_overwrite
@@ -75,7 +75,9 @@ def setup(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.
         check_hyperparameters(saved, model)  # its optimizer and objective (an older checkpoint)
     if start is not None:
         load_weights(start, model)  # its weights only: a new run (fine-tuning, other data)
-    return datamodule, model, build_trainer(cfg)
+    trainer = build_trainer(cfg)
+    check_validation_interval(cfg.trainer, datamodule.batches_per_epoch(trainer.world_size))
+    return datamodule, model, trainer
 
 
 def _tensorboard(trainer: L.Trainer) -> Any:
