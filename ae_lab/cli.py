@@ -84,6 +84,11 @@ def run_task(task: Callable[[DictConfig], Mapping[str, float]], cfg: DictConfig)
             log.error("job %s crashed", hydra_cfg.job.num, exc_info=exc)  # into the job's log
         if not in_sweep:
             exit_with(exc)
+        if failure.status == "interrupted" and _supervised():
+            # a job of a joblib sweep: the sweep's process stopped it, and tells how its jobs
+            # ended (ae_lab.sweeps.launcher); the sweep goes on if it was this job alone
+            log.info("job %s stopped: %s", hydra_cfg.job.num, failure.error)
+            return objective(cfg, None)
         say(f"job {hydra_cfg.job.num} failed ({output_dir}): {failure.error}")
         if failure.status == "interrupted":  # the user (or the cluster) stops the whole sweep
             from ae_lab.sweeps.summary import write_summary
@@ -91,6 +96,13 @@ def run_task(task: Callable[[DictConfig], Mapping[str, float]], cfg: DictConfig)
             write_summary(Path(hydra_cfg.sweep.dir))
             sys.exit(failure.exit_code)
         return objective(cfg, None)
+
+
+def _supervised() -> bool:
+    """Whether this process runs a job of a sweep whose own process supervises its jobs."""
+    from ae_lab.sweeps.job_process import supervised
+
+    return supervised()
 
 
 def objective(cfg: DictConfig, metrics: Mapping[str, float] | None) -> Any:

@@ -1,6 +1,7 @@
 """Hydra callbacks: claim a run's or a sweep's directory before Hydra writes into it, share the
-cores between the jobs of a parallel sweep, and gather a sweep's results, failed jobs included,
-into one table and one figure beside its jobs (:mod:`ae_lab.sweeps.summary`).
+cores between the jobs of a parallel sweep and run each in a process the sweep supervises
+(:mod:`ae_lab.sweeps.launcher`), and gather a sweep's results, failed jobs included, into one table
+and one figure beside its jobs (:mod:`ae_lab.sweeps.summary`).
 
 Hydra turns an exception raised in a callback into a warning and carries on, so these end the
 process themselves (:func:`ae_lab.errors.exit_with`) when they must stop it.
@@ -20,6 +21,11 @@ from ae_lab.errors import Failure, RunFailed, exit_with
 from ae_lab.run import parallel, run_dir
 from ae_lab.sweeps import report
 from ae_lab.sweeps.summary import COMPLETED, write_summary
+
+#: Hydra's joblib launcher (hydra-joblib-launcher), and the lab's in its place
+#: (``hydra_plugins/ae_lab_sweepers/joblib_launcher.py``: Hydra takes plugins only from there).
+PLUGIN_LAUNCHER = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
+SUPERVISED_LAUNCHER = "hydra_plugins.ae_lab_sweepers.joblib_launcher.JoblibLauncher"
 
 
 def _set(config: DictConfig, key: str, value: str) -> None:
@@ -96,25 +102,54 @@ class SharedCores(_Stopping):
         self._guard(parallel.limit_launcher, config)
 
 
+class SupervisedJobs(_Stopping):
+    """Before a ``hydra/launcher=joblib`` sweep starts, puts the lab's joblib launcher in the
+    plugin's place: the same settings, each job in a process of its own that the sweep supervises,
+    so that a signal stops the jobs cleanly and a killed job does not end the sweep
+    (:mod:`ae_lab.sweeps.launcher`). The jobs see it too (``hydra.launcher._target_`` in their
+    ``.hydra/hydra.yaml``)."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._guard(self._supervise, config)
+
+    @staticmethod
+    def _supervise(config: DictConfig) -> None:
+        launcher = config.hydra.launcher
+        if launcher.get("_target_") != PLUGIN_LAUNCHER:
+            return
+        with read_write(launcher):
+            launcher._target_ = SUPERVISED_LAUNCHER
+        overrides = config.hydra.overrides
+        with read_write(overrides), open_dict(overrides):
+            overrides.hydra.append(f"hydra.launcher._target_={SUPERVISED_LAUNCHER}")
+
+
+def summarise(sweep_dir: Path, key_metric: str | None = None) -> list[dict[str, Any]]:
+    """Write the sweep's ``summary.csv``/``.json``/``.md`` and report figure
+    (:mod:`ae_lab.sweeps.report`), say where they are, and return the summary's rows."""
+    rows = write_summary(sweep_dir, key_metric)
+    if rows:
+        figure = report.write_report(sweep_dir, rows, key_metric)
+        print(
+            f"sweep of {len(rows)} jobs: {sweep_dir}\n"
+            f"  table:  {sweep_dir / report.TABLE} (also summary.csv, summary.json)\n"
+            f"  report: {figure}",
+            flush=True,
+        )
+    return rows
+
+
 class SweepSummary(_Stopping):
     """When a ``-m`` sweep ends, writes ``summary.csv``/``.json``/``.md`` and the report figure
-    (:mod:`ae_lab.sweeps.report`), then ends the process with exit status 1 and one line naming
-    the failed jobs when any job failed."""
+    (:func:`summarise`), then ends the process with exit status 1 and one line naming the failed
+    jobs when any job failed."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         self._guard(self._summarise, Path(config.hydra.sweep.dir), config.get("optimized_metric"))
 
     @staticmethod
     def _summarise(sweep_dir: Path, key_metric: str | None = None) -> None:
-        rows = write_summary(sweep_dir, key_metric)
-        if rows:
-            figure = report.write_report(sweep_dir, rows, key_metric)
-            print(
-                f"sweep of {len(rows)} jobs: {sweep_dir}\n"
-                f"  table:  {sweep_dir / report.TABLE} (also summary.csv, summary.json)\n"
-                f"  report: {figure}",
-                flush=True,
-            )
+        rows = summarise(sweep_dir, key_metric)
         failed = [row for row in rows if row["status"] != COMPLETED]
         if failed:
             jobs = "; ".join(
@@ -124,6 +159,6 @@ class SweepSummary(_Stopping):
             exit_with(
                 RunFailed(
                     f"{len(failed)} of {len(rows)} jobs failed{others}: {jobs}. "
-                    f"Summary: {sweep_dir / report.TABLE}"
+                    f"Summary: {sweep_dir / 'summary.csv'} (and summary.md, report.png)"
                 )
             )

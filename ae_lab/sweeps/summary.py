@@ -19,6 +19,12 @@ from ae_lab.sweeps import report
 COMPLETED = report.COMPLETED
 #: ``status`` of a job that left neither metrics nor a failure record (killed, or still running)
 NO_RESULT = "no result"
+#: ``status`` of a job that could not finish (:class:`ae_lab.errors.Failure`; its process killed)
+FAILED = "failed"
+#: ``status`` of a job stopped by a signal (Ctrl-C, SIGTERM): it saved what it could
+INTERRUPTED = "interrupted"
+#: ``status`` of a job a stopped sweep never started (:mod:`ae_lab.sweeps.launcher`)
+NOT_RUN = "not run"
 
 
 def _job_number(job: Path) -> tuple[int, str]:
