@@ -4,6 +4,7 @@ run's own files are never touched."""
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -53,7 +54,9 @@ def test_eval_remakes_metrics_and_figures_of_every_model(compose, tmp_path, mnis
     assert metrics == trained == json.loads((out / "metrics.json").read_text())
     net = Autoencoder.load_from_checkpoint(run_dir / "checkpoints" / "last.ckpt")
     drawn = sorted(f"{p.parent.name}/{p.stem}" for p in (out / "figures").glob("*/*.png"))
-    assert drawn == sorted(expected_figures(net.supports, net.latent_dim))
+    assert drawn == sorted(
+        expected_figures(net.supports, net.latent_dim, math.prod(net.input_shape))
+    )
     with Image.open(out / "figures" / "latent_interpolation" / "grid.gif") as gif:
         assert gif.n_frames > 1
 

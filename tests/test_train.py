@@ -2,6 +2,7 @@
 ``conf/model/``) on every MNIST-family dataset writes its checkpoint, metrics, figures and
 TensorBoard events; the figures a run draws are the ones its parts call for."""
 
+import inspect
 import json
 import math
 import os
@@ -19,7 +20,7 @@ from tests.conftest import TINY_RUN
 from tests.helpers.configs import options
 
 
-def expected_figures(supports: Supports, latent_dim: int) -> list[str]:
+def expected_figures(supports: Supports, latent_dim: int, pixels: int = 784) -> list[str]:
     """``<callback>/<figure>`` stems a model with these parts must draw."""
     stems = [
         "reconstructions/reconstructions",
@@ -32,6 +33,10 @@ def expected_figures(supports: Supports, latent_dim: int) -> list[str]:
         stems.append("denoising_panel/denoising")
     if supports.linear_map:
         stems.append("weight_product/weight_product")
+    if supports.linear_map and latent_dim < pixels:  # a bottleneck: its subspace against PCA's
+        stems.append("principal_directions/principal_directions")
+    if supports.dense_encoder:
+        stems.append("filters/filters")
     if latent_dim == 2:
         stems.append("latent_space/manifold")
     return stems
@@ -52,7 +57,7 @@ def check_run_directory(run_dir: Path, epoch: int = 0) -> dict:
     if model.supports.prior:
         assert metrics["test/nll"] <= -metrics["test/elbo"]
         assert 0 <= metrics["test/active_units"] <= model.latent_dim
-    expected = expected_figures(model.supports, model.latent_dim)
+    expected = expected_figures(model.supports, model.latent_dim, math.prod(model.input_shape))
     drawn = sorted(
         f"{png.parent.name}/{png.name.rsplit('_epoch', 1)[0]}"
         for png in (run_dir / "figures").glob(f"*/*_epoch{epoch:03d}.png")
@@ -132,19 +137,106 @@ def test_resume_from_a_checkpoint_into_a_new_directory(compose, tmp_path, mnist_
     assert (tmp_path / "second" / "checkpoints" / "best-epoch001.ckpt").is_file()
 
 
-def test_trainer_config_names_every_trainer_argument(compose):
-    """So that any lightning.Trainer argument can be set as trainer.X=VALUE."""
-    import inspect
-
+def trainer_arguments() -> dict[str, inspect.Parameter]:
+    """The arguments of the installed ``lightning.Trainer``."""
     import lightning as L
 
-    cfg = compose([])
-    arguments = set(inspect.signature(L.Trainer.__init__).parameters) - {
-        "self",
-        "logger",
-        "callbacks",
+    return dict(inspect.signature(L.Trainer).parameters)
+
+
+def test_every_trainer_setting_is_an_argument_of_the_installed_trainer(compose):
+    """conf/trainer/ names no argument the installed Lightning lacks, so it runs on every release in
+    pyproject.toml's range (.ci/run runs the fast tests on the lower bound too)."""
+    from ae_lab.run.checks import HYDRA_KEYS
+
+    assert set(compose([]).trainer) - HYDRA_KEYS <= set(trainer_arguments())
+
+
+def test_a_trainer_argument_the_config_does_not_list_is_set_with_plus(compose, monkeypatch):
+    """A Trainer argument that conf/trainer/ leaves out is set with +trainer.X=VALUE: it passes the
+    config checks and reaches the Trainer. So it is for one that a newer Lightning adds (a stand-in:
+    the installed Trainer with one argument more) and for each the installed one has beyond the
+    config (enable_autolog_hparams on Lightning >= 2.6). trainer.X=VALUE is Hydra's one-line error,
+    which says to write +trainer.X=VALUE."""
+    import lightning as L
+    from hydra.errors import ConfigCompositionException
+
+    from ae_lab.cli import hydra_message
+    from ae_lab.run.build import build_trainer
+    from ae_lab.run.checks import check_config
+
+    listed = set(compose([]).trainer) | {"logger", "callbacks"}
+    unlisted = {
+        name: param.default
+        for name, param in trainer_arguments().items()
+        if name not in listed and isinstance(param.default, bool | int | float | None)
     }
-    assert arguments <= set(cfg.trainer)
+    received = {}
+
+    class NewerTrainer(L.Trainer):
+        def __init__(self, *args, shiny_new_flag: bool = False, **kwargs):
+            received.update(kwargs, shiny_new_flag=shiny_new_flag)
+            super().__init__(*args, **kwargs)
+
+    # the signature the config checks and ae_lab.run.build read: the Trainer's, and the new one
+    init = inspect.signature(L.Trainer.__init__)
+    new = inspect.Parameter("shiny_new_flag", inspect.Parameter.KEYWORD_ONLY, default=False)
+    NewerTrainer.__init__.__signature__ = init.replace(parameters=[*init.parameters.values(), new])
+    monkeypatch.setattr(L, "Trainer", NewerTrainer)
+
+    for name, value in {"shiny_new_flag": True, **unlisted}.items():
+        override = {None: "null", True: "true", False: "false"}.get(value, value)
+        cfg = compose([f"+trainer.{name}={override}"])
+        check_config(cfg)
+        received.clear()
+        assert isinstance(build_trainer(cfg), NewerTrainer)
+        assert received[name] == value, name
+    with pytest.raises(ConfigCompositionException) as refused:
+        compose(["trainer.shiny_new_flag=true"])
+    message = hydra_message(refused.value)
+    assert "+trainer.shiny_new_flag=true" in message and len(message.splitlines()) == 1
+    with pytest.raises(UserError, match="takes no argument 'shiny_new_flg'; did you mean shiny"):
+        check_config(compose(["+trainer.shiny_new_flg=true"]))
+
+
+def test_a_mistyped_trainer_setting_is_one_short_line(compose):
+    """trainer.max_epoch=3 is Hydra's error and +trainer.max_epoch=3 the config check's: each one
+    line naming the setting meant, not the Trainer's TypeError and its traceback."""
+    from hydra.errors import ConfigCompositionException
+
+    from ae_lab.cli import hydra_message
+    from ae_lab.run.checks import check_config
+
+    with pytest.raises(ConfigCompositionException) as refused:
+        compose(["trainer.max_epoch=3"])
+    message = hydra_message(refused.value)
+    assert "Did you mean max_epochs?" in message and len(message.splitlines()) == 1
+    with pytest.raises(UserError, match="takes no argument 'max_epoch'; did you mean max_epochs?"):
+        check_config(compose(["+trainer.max_epoch=3"]))
+
+
+def test_tensorboard_hparams_are_the_labs(compose, tmp_path, mnist_root):
+    """ae_lab writes HParams at the end of a run and TensorBoard shows the first it finds, so
+    Lightning must write none at the start, on every release in range: the model's hyperparameters
+    are not for the logger, the logger has no default hp_metric, and where the Trainer takes
+    enable_autolog_hparams (Lightning >= 2.6) ae_lab.run.build turns it off."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    from ae_lab.run.build import build_trainer
+
+    if "enable_autolog_hparams" in trainer_arguments():
+        built = tmp_path / "built"
+        assert build_trainer(compose([], built)).enable_autolog_hparams is False
+        cfg = compose(["+trainer.enable_autolog_hparams=true"], built)
+        assert build_trainer(cfg).enable_autolog_hparams is True  # the user's choice wins
+    run(compose(["callbacks=none", f"data.root={mnist_root}", *TINY_RUN[:6]]))
+    reader = EventAccumulator(str(tmp_path / "run" / "tensorboard"))  # its event files in turn
+    reader.Reload()
+    start = plugin_data_pb2.HParamsPluginData.FromString(
+        reader.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    ).session_start_info
+    assert {"model", "data", "seed", "trainer.max_epochs"} <= set(start.hparams)
 
 
 @pytest.mark.slow

@@ -4,7 +4,7 @@ optional corruption and an optional code penalty."""
 from ae_lab.models.autoencoder import Autoencoder, Supports
 from ae_lab.models.bottleneck import Deterministic, Gaussian
 from ae_lab.models.corruption import GaussianNoise, MaskingNoise, SaltAndPepper
-from ae_lab.models.penalty import ContractivePenalty, L1Penalty, Penalty
+from ae_lab.models.penalty import ContractivePenalty, KLSparsityPenalty, L1Penalty, Penalty
 
 __all__ = [
     "Autoencoder",
@@ -12,6 +12,7 @@ __all__ = [
     "Deterministic",
     "Gaussian",
     "GaussianNoise",
+    "KLSparsityPenalty",
     "L1Penalty",
     "MaskingNoise",
     "Penalty",

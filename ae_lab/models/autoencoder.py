@@ -11,7 +11,8 @@ So a denoising VAE is ``model=vae model/corruption=masking`` and a sparse conv A
 ``model=cnn_ae model/penalty=l1``: no class per combination. The model declares what it supports
 (:class:`Supports`), and the figures and the evaluation read it through a small public API:
 ``encode``, ``decode``, ``reconstruct`` (= ``forward``), ``interpolate``, ``sample`` (with a
-prior), ``corrupt`` (with a corruption), ``weight_product`` (a linear map).
+prior), ``corrupt`` (with a corruption), ``weight_product`` (a linear map),
+``first_layer_weights`` (a dense encoder).
 
 The objective, per image (summed over pixels and latent units, mean over the batch)::
 
@@ -37,7 +38,7 @@ from ae_lab.models.bottleneck import make_bottleneck
 from ae_lab.models.evaluation import evaluation_metrics, importance_sampled_log_likelihood
 from ae_lab.models.losses import likelihood_constant, reconstruction_error_per_example
 from ae_lab.models.optimization import configure
-from ae_lab.nets.mlp import MLPDecoder, MLPEncoder
+from ae_lab.nets.mlp import MLPEncoder, is_linear_map
 
 #: A part of the model given either as a plain config (``{"_target_": ..., ...}``, kept in the
 #: checkpoint's hyperparameters, so ``load_from_checkpoint`` rebuilds it with ``weights_only``
@@ -60,6 +61,7 @@ class Supports:
     prior: bool  # a Gaussian bottleneck: sample(), KL, importance-sampled likelihood
     corruption: bool  # trained on corrupted inputs: corrupt(), the denoising panel
     linear_map: bool  # the whole model is one matrix: weight_product(), the W2·W1 heatmap
+    dense_encoder: bool = False  # an MLP encoder: first_layer_weights(), the filters figure
 
 
 class Autoencoder(L.LightningModule):
@@ -125,23 +127,16 @@ class Autoencoder(L.LightningModule):
         self.supports = Supports(
             prior=self.bottleneck.has_prior,
             corruption=self.corruption is not None,
-            linear_map=self._is_linear(),
+            linear_map=is_linear_map(self.encoder, self.decoder)
+            and not self.bottleneck.has_prior
+            and self.hparams.output_activation == "identity",
+            dense_encoder=isinstance(self.encoder, MLPEncoder),
         )
         self.optimizer_factory = build(optimizer)
         self.scheduler_factory = build(scheduler)
         self.metrics = evaluation_metrics(self.input_shape, self.latent_dim, self.supports.prior)
         # the epoch's summed training loss and image count (reset at each epoch's start)
         self._epoch_loss, self._epoch_images = torch.zeros(()), 0
-
-    def _is_linear(self) -> bool:
-        return (
-            isinstance(self.encoder, MLPEncoder)
-            and isinstance(self.decoder, MLPDecoder)
-            and self.encoder.mlp.is_linear
-            and self.decoder.mlp.is_linear
-            and not self.bottleneck.has_prior
-            and self.hparams.output_activation == "identity"
-        )
 
     # ---- public API ----------------------------------------------------------------------------
     def encode(self, x: torch.Tensor) -> torch.Tensor:
@@ -183,6 +178,12 @@ class Autoencoder(L.LightningModule):
         """``W_dec @ W_enc``, a ``(pixels, pixels)`` matrix (linear models only)."""
         self._require("linear_map", "weight_product()")
         return self.decoder.mlp.as_matrix() @ self.encoder.mlp.as_matrix()
+
+    def first_layer_weights(self) -> torch.Tensor:
+        """Each first-layer unit's incoming weights shaped like an input image, ``(units, C, H,
+        W)`` (dense encoders only): what the unit responds to."""
+        self._require("dense_encoder", "first_layer_weights()")
+        return self.encoder.first_layer_weights()
 
     def kl_per_unit(self, x: torch.Tensor) -> torch.Tensor:
         """Mean over ``x`` of ``KL(q(z_u|x) || p(z_u))`` per latent unit (models with a prior)."""

@@ -64,6 +64,10 @@ class MLPEncoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.mlp(x.flatten(1))
 
+    def first_layer_weights(self) -> torch.Tensor:
+        """Each first-layer unit's incoming weights shaped like the input: ``(units, *shape)``."""
+        return self.mlp.linears[0].weight.view(-1, *self.input_shape)
+
 
 class MLPDecoder(nn.Module):
     """Maps codes ``(B, latent)`` to images ``(B, *shape)`` (logits: no output activation)."""
@@ -75,6 +79,12 @@ class MLPDecoder(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.mlp(z).view(-1, *self.output_shape)
+
+
+def is_linear_map(encoder: nn.Module, decoder: nn.Module) -> bool:
+    """Whether a dense encoder and decoder are each one matrix (no bias, no activation)."""
+    dense = isinstance(encoder, MLPEncoder) and isinstance(decoder, MLPDecoder)
+    return dense and encoder.mlp.is_linear and decoder.mlp.is_linear
 
 
 def mlp_autoencoder(

@@ -15,7 +15,13 @@ from ae_lab.errors import UserError
 from ae_lab.run.build import build_trainer, prepare_data, quiet_libraries
 from ae_lab.run.checks import check_config
 from ae_lab.run.eval_config import load_model, run_config
-from ae_lab.run.evaluate import Metrics, draw_figures, evaluate_weights, write_metrics
+from ae_lab.run.evaluate import (
+    Metrics,
+    draw_figures,
+    evaluate_weights,
+    pca_metrics,
+    write_metrics,
+)
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +47,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> Metrics:
     )  # fmt: skip
     if trainer.is_global_zero:
         figures = draw_figures(trainer.callbacks, model, datamodule, output_dir / "figures")
+        metrics.update(pca_metrics(model, datamodule))  # PCA beside the model: its reference
         write_metrics(output_dir, metrics)
         log.info("eval: %d figures in %s", len(figures), output_dir / "figures")
     return metrics

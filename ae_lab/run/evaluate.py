@@ -5,6 +5,9 @@ same ``metrics.json``.
 * :func:`evaluate_weights` validates and tests under a fixed seed, with the loggers detached: what
   comes after training goes to ``metrics.json`` and TensorBoard's HParams, never onto the ``val/…``
   curves.
+* :func:`pca_metrics` gives each model a reference: PCA's test error with as many components as
+  latent units (``test/pca_recon``), and for a linear model with a bottleneck the largest principal
+  angle between its decoder's span and the principal subspace (``test/subspace_angle``).
 * :func:`draw_figures` draws every figure callback that applies to the model.
 * ``eval.py``'s task (:mod:`ae_lab.run.eval_checkpoint`) uses both on a checkpoint.
 """
@@ -25,7 +28,9 @@ from lightning.pytorch.utilities.seed import isolate_rng
 from ae_lab import atomic
 from ae_lab.errors import RunFailed
 from ae_lab.figures.base import FigureCallback, save_figures
+from ae_lab.figures.subspace import has_bottleneck, split_images, subspace_angle, training_pca
 from ae_lab.layout import METRICS_FILE
+from ae_lab.models.pca import pca_reconstruction_error
 from ae_lab.run.stopping import signals_end_the_run
 
 log = logging.getLogger(__name__)
@@ -70,6 +75,28 @@ def evaluate_weights(
             f"non-finite {', '.join(broken)}; metrics.json was not written."
         )
     return numbers
+
+
+def pca_metrics(model: L.LightningModule, datamodule: Any) -> Metrics:
+    """PCA beside the model (docs/models.md), merged into ``metrics.json``:
+
+    * ``test/pca_recon``: the test error (the units of ``test/recon``) of PCA with
+      ``model.latent_dim`` components fit on the training images: centered PCA for a model with
+      biases, the uncentered second moment's subspace for a linear model (no biases); 0.0 for a
+      Gaussian likelihood when there are as many components as pixels;
+    * ``test/subspace_angle`` (a linear model with a bottleneck): the largest principal angle, in
+      degrees, between its decoder's column space and that uncentered principal subspace.
+
+    Computed on the CPU over every training and test image (a seeded sample for large images:
+    :func:`~ae_lab.figures.subspace.split_images`)."""
+    linear = bool(model.supports.linear_map)
+    mean, components = training_pca(datamodule, model.latent_dim, centered=not linear)
+    test = split_images(datamodule, "test")
+    error = pca_reconstruction_error(test, mean, components, model.likelihood).mean()
+    metrics: Metrics = {"test/pca_recon": float(error)}
+    if has_bottleneck(model):
+        metrics["test/subspace_angle"] = subspace_angle(model, components)
+    return _numbers(metrics)
 
 
 def _numbers(metrics: Mapping[str, Any]) -> Metrics:

@@ -37,7 +37,7 @@ from ae_lab.run.build import (
 )
 from ae_lab.run.checkpoints import check_checkpoint, check_exclusive, load_weights, read_checkpoint
 from ae_lab.run.checks import check_config, check_validation_interval
-from ae_lab.run.evaluate import evaluate_weights, write_metrics
+from ae_lab.run.evaluate import evaluate_weights, pca_metrics, write_metrics
 from ae_lab.run.resume import check_hyperparameters, check_resume
 from ae_lab.run.run_dir import refuse_to_overwrite
 
@@ -106,6 +106,7 @@ def run(cfg: DictConfig) -> dict[str, float | None]:
         stopped=functools.partial(stopping.stopped_after_fit, trainer, cfg),
     )  # fmt: skip
     if trainer.is_global_zero:
+        metrics.update(pca_metrics(model, datamodule))  # PCA beside the model: its reference
         write_metrics(output_dir, metrics)
         write_reconstructions(model, datamodule, output_dir)  # the evaluated weights
         if board is not None:
