@@ -67,6 +67,8 @@ class EpochTimer(L.Callback):
         self._cpu_start = self._cpu_validation_start = 0.0
         self._excluded = self._cpu_excluded = 0.0
         self._samples = self._steps = 0
+        # (wall, cpu, excluded, cpu excluded) when the epoch's last validation began
+        self._validation_mark: tuple[float, float, float, float] | None = None
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.fit_start_unix = time.time()
@@ -77,6 +79,7 @@ class EpochTimer(L.Callback):
         self._in_epoch = True
         self._excluded = self._cpu_excluded = 0.0
         self._samples = self._steps = 0
+        self._validation_mark = None
         self._cpu_start = time.process_time()
         self._start = time.perf_counter()
 
@@ -92,6 +95,11 @@ class EpochTimer(L.Callback):
         synchronize(pl_module)
         self._validation_start = time.perf_counter()
         self._cpu_validation_start = time.process_time()
+        if self._in_epoch:
+            self._validation_mark = (
+                self._validation_start, self._cpu_validation_start,
+                self._excluded, self._cpu_excluded,
+            )  # fmt: skip
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         synchronize(pl_module)
@@ -101,8 +109,16 @@ class EpochTimer(L.Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         synchronize(pl_module)
-        seconds = time.perf_counter() - self._start - self._excluded
-        cpu_seconds = time.process_time() - self._cpu_start - self._cpu_excluded
+        # The epoch's training ends where its closing validation begins: what follows it (the
+        # checkpoint written after validation, figures) is not the training loop's time.
+        end, cpu_end, excluded, cpu_excluded = self._validation_mark or (
+            time.perf_counter(),
+            time.process_time(),
+            self._excluded,
+            self._cpu_excluded,
+        )
+        seconds = end - self._start - excluded
+        cpu_seconds = cpu_end - self._cpu_start - cpu_excluded
         self._in_epoch = False
         record = {
             "epoch": trainer.current_epoch,
