@@ -32,10 +32,12 @@ interrupt stops a sweep. Nothing here imports torch.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import logging
 import math
 import os
+import signal
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -135,6 +137,11 @@ def main(hydra_main: Callable[[], Any]) -> None:
     """
     before = os.environ.get("HYDRA_FULL_ERROR")
     os.environ["HYDRA_FULL_ERROR"] = "1"
+    # A SIGTERM while Hydra composes the config (before the run's own handlers) ends the process
+    # as a Ctrl-C there does: one line, exit 143, nothing of the run left behind.
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _stopped_before_the_run)
     try:
         hydra_main()
     except KeyboardInterrupt:
@@ -152,10 +159,24 @@ def main(hydra_main: Callable[[], Any]) -> None:
         run_dir.release()  # what Hydra managed to write of a run that never started
         exit_with(exc)
     finally:
+        if previous is signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, previous)
         if before is None:
             del os.environ["HYDRA_FULL_ERROR"]
         else:
             os.environ["HYDRA_FULL_ERROR"] = before
+
+
+def _stopped_before_the_run(signum: int, frame: Any) -> None:
+    """Exit at once (143): nothing has run yet, and an exception raised here could surface inside
+    whatever Hydra or OmegaConf is doing, wrapped in their own errors."""
+    from ae_lab.run import run_dir
+
+    with contextlib.suppress(Exception):
+        run_dir.release()  # what Hydra managed to write of a run that never started
+    say("stopped by SIGTERM before the run started; nothing was trained")
+    sys.stderr.flush()
+    os._exit(128 + signum)
 
 
 def hydra_message(exc: BaseException) -> str:

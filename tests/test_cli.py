@@ -138,3 +138,27 @@ def test_what_was_a_traceback_is_one_line(args, message):
     result = train(*args)
     assert result.returncode == 2, result.stderr[-3000:]
     assert len(result.stderr.splitlines()) == 1 and message in result.stderr
+
+
+@pytest.mark.parametrize("after_s", [0.8, 1.5, 3.0])
+def test_sigterm_while_the_run_starts_is_one_line_and_leaves_nothing(tmp_path, after_s):
+    """Before the run's own handlers are in place (Hydra composing, torch importing): exit 143,
+    one error line, no traceback, and the claimed directory gone."""
+    import signal
+    import time
+
+    run_dir = tmp_path / "run"
+    process = subprocess.Popen(
+        [sys.executable, str(REPO / "train.py"), f"hydra.run.dir={run_dir}",
+         "data.root=/nonexistent", "data.download=false"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "HYDRA_FULL_ERROR": "0"},
+    )  # fmt: skip
+    time.sleep(after_s)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    if process.returncode == 2:  # it got as far as refusing the missing data: fine too
+        return
+    assert process.returncode == 143, stderr[-2000:]
+    assert "Traceback" not in stderr and stderr.strip().splitlines()[-1].startswith("error: ")
+    assert not run_dir.exists()
