@@ -173,9 +173,14 @@ def check_checkpoint(saved: SavedWeights, model: Any) -> None:
         )
 
 
+def jsonable(value: Any) -> Any:
+    """``value`` as JSON reads it back: tuples as lists, anything unknown as its text."""
+    return json.loads(json.dumps(value, default=str))
+
+
 def _differing_settings(saved: Mapping[str, Any], ours: Mapping[str, Any]) -> str:
     """``name=value (this run: value)`` for the first hyperparameters that differ."""
-    plain = lambda v: json.loads(json.dumps(v, default=str))  # noqa: E731 -- tuples as lists
+    plain = jsonable
     names = sorted(set(saved) | set(ours))
     differing = [n for n in names if n in saved and n in ours and plain(saved[n]) != plain(ours[n])]
     differing += [n for n in names if (n in saved) != (n in ours)]
@@ -187,7 +192,7 @@ def _differing_settings(saved: Mapping[str, Any], ours: Mapping[str, Any]) -> st
     return ", ".join(shown)
 
 
-# ---- resuming: the same run ---------------------------------------------------------------------
+# ---- ckpt_path against init_from ----------------------------------------------------------------
 def check_exclusive(cfg: DictConfig, saved: SavedWeights | None) -> None:
     """``init_from`` and ``ckpt_path`` together are refused, except when ``ckpt_path`` is a
     checkpoint of a run started with this very ``init_from`` (its resume command repeats it)."""

@@ -17,7 +17,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ae_lab.errors import UserError
 from ae_lab.models.optimization import RUN_LENGTH_ARGUMENTS
-from ae_lab.run.checkpoints import Progress, SavedWeights
+from ae_lab.run.checkpoints import Progress, SavedWeights, jsonable
 from ae_lab.run.checks.types import show
 from ae_lab.run.commands import command, hydra_value
 
@@ -82,8 +82,8 @@ def check_hyperparameters(saved: SavedWeights, model: Any) -> None:
     model hyperparameters (its net, objective and optimizer) differ from this run's."""
     if saved.config is not None:
         return  # compared in full by check_resume
-    theirs = {"model": _plain(OmegaConf.create(_jsonable(saved.hyper_parameters)))}
-    ours = {"model": _plain(OmegaConf.create(_jsonable(dict(model.hparams))))}
+    theirs = {"model": _plain(OmegaConf.create(jsonable(saved.hyper_parameters)))}
+    ours = {"model": _plain(OmegaConf.create(jsonable(dict(model.hparams))))}
     differences = [d for d in _diff(theirs, ours, "") if not _may_differ(d[0])]
     if differences:
         _refuse_other_run(saved, [_describe(path, a, b) for path, a, b in differences])
@@ -201,10 +201,6 @@ def _plain(node: Any) -> Any:
     if isinstance(node, ListConfig):
         return [_plain(_child(node, i)) for i in range(len(node))]
     return node
-
-
-def _jsonable(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=str))
 
 
 def _schedule_spans_run(cfg: DictConfig) -> bool:
