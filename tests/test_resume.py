@@ -82,26 +82,31 @@ def test_resuming_after_an_epoch_equals_never_stopping(compose, tmp_path, mnist_
     assert_same_run(second, uninterrupted(model))
 
 
+VALIDATION = ["+callbacks.stop.batch=0", "+callbacks.stop.in_validation=true"]
+
+
 @pytest.mark.parametrize(
-    ("where", "saved_epoch"),
+    ("where", "saved_epoch", "saved_step"),
     [
-        (["+callbacks.stop.batch=2"], 0),  # SIGTERM in the middle of epoch 0's training
-        (["+callbacks.stop.batch=0", "+callbacks.stop.in_validation=true"], 1),
+        (["+callbacks.stop.epoch=0", "+callbacks.stop.batch=2"], 0, 3),  # mid-epoch 0's training
+        (["+callbacks.stop.epoch=0", *VALIDATION], 0, BATCHES),  # epoch 0's training done
+        (["+callbacks.stop.epoch=1", *VALIDATION], 1, EPOCHS * BATCHES),  # all training done
     ],
-    ids=["mid-epoch", "during-validation"],
+    ids=["mid-epoch", "during-validation", "during-the-last-validation"],
 )
-def test_resuming_after_sigterm_equals_never_stopping(compose, tmp_path, mnist_root,
-                                                      uninterrupted, where, saved_epoch):  # fmt: skip
+def test_resuming_after_sigterm_equals_never_stopping(compose, tmp_path, mnist_root, uninterrupted,
+                                                      where, saved_epoch, saved_step):  # fmt: skip
     """The checkpoint saved at the signal resumes at the next batch: same weights, same noise.
-    A signal during a validation lets it finish (metrics, checkpoints), then stops."""
+    A signal during a validation stops it at the next batch; the checkpoint is the state the
+    validation began from, and the resumed run validates again (after the last epoch too: the
+    run is not taken for a finished one)."""
     first, second = tmp_path / "first", tmp_path / "second"
-    stop = ["+callbacks.stop._target_=tests.helpers.callbacks.SignalAt", "+callbacks.stop.epoch=0"]
+    stop = ["+callbacks.stop._target_=tests.helpers.callbacks.SignalAt"]
     with pytest.raises(RunInterrupted) as interrupted:
         run(compose([*common("vae", mnist_root), *stop, *where], first))
     assert interrupted.value.exit_code == 143
     saved = checkpoint(first)
-    assert saved["epoch"] == saved_epoch
-    assert saved["global_step"] == (3 if saved_epoch == 0 else BATCHES)  # where it stopped
+    assert (saved["epoch"], saved["global_step"]) == (saved_epoch, saved_step)
     last = first / "checkpoints" / "last.ckpt"
     run(compose([*common("vae", mnist_root), f"ckpt_path={last}"], second))
     assert_same_run(second, uninterrupted("vae"))

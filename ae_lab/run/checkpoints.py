@@ -129,8 +129,9 @@ def _progress(checkpoint: Mapping[str, Any]) -> Progress | None:
         epochs, batches = loop["epoch_progress"]["current"], loop["epoch_loop.batch_progress"]
         last_batch = bool(batches["is_last_batch"])
         done = int(epochs["processed"])
-        # an epoch whose last batch was done but not yet counted: Lightning counts it on resuming
-        if last_batch and int(epochs["started"]) > done:
+        # an epoch whose last batch was done but not yet counted: Lightning counts it on resuming,
+        # unless its validation was stopped and runs again first (run/callbacks/checkpoint.py)
+        if last_batch and int(epochs["started"]) > done and not _validation_to_rerun(loop):
             done += 1
         states = [s for s in (checkpoint.get("callbacks") or {}).values() if isinstance(s, Mapping)]
         return Progress(
@@ -143,6 +144,13 @@ def _progress(checkpoint: Mapping[str, Any]) -> Progress | None:
         )
     except (KeyError, TypeError, ValueError):
         return None
+
+
+def _validation_to_rerun(loop: Mapping[str, Any]) -> bool:
+    """Whether the fit's validation was saved as stopped inside its first batch: a stop during a
+    validation, which Lightning runs again from its start on resuming."""
+    total = (loop.get("epoch_loop.val_loop.batch_progress") or {}).get("total") or {}
+    return int(total.get("ready", 0)) == int(total.get("processed", 0)) + 1
 
 
 def check_checkpoint(saved: SavedWeights, model: Any) -> None:

@@ -2,17 +2,17 @@
 
 While :func:`handling_signals` is active (``ae_lab.run.train.run`` holds it for the whole run):
 
-- **While training** (from the first step of a fit), SIGTERM and a first Ctrl-C ask Lightning to
-  stop: it finishes the current batch, then raises ``SIGTERMException``, and
-  :class:`~ae_lab.run.callbacks.ResumableCheckpoint` saves ``last.ckpt`` holding whole steps. A signal
-  that arrives during a validation inside the fit waits for the validation to end (its metrics,
-  figures and checkpoints are written), so the run never stops half-way through one: Lightning
-  cannot resume a half-done validation faithfully. :class:`~ae_lab.run.callbacks.GracefulStop` marks
-  these points. A second Ctrl-C stops at once, without saving.
-- **In Lightning's other stages** (the sanity check, the final validation and test), Lightning's
-  own SIGTERM handling stops at the end of the current batch.
-- **Anywhere else** (reading the data, building the model), SIGTERM raises :class:`Terminated`, a
-  ``KeyboardInterrupt``, exactly where Ctrl-C raises one, so the same clean-up code runs for both.
+- **Inside Lightning's loops** (the fit, its validations, the sanity check, the final validation
+  and test), SIGTERM and a first Ctrl-C ask Lightning to stop: the current batch (a training or a
+  validation batch) finishes, then ``SIGTERMException`` ends the loop
+  (:class:`~ae_lab.run.callbacks.GracefulStop` makes sure of it at every evaluation batch), and
+  :class:`~ae_lab.run.callbacks.ResumableCheckpoint` saves ``last.ckpt`` holding whole steps. A
+  validation of the fit that is stopped half-way is dropped: its metrics are neither logged nor
+  scored, and ``last.ckpt`` holds the state it started from, so the resumed run does it again. A
+  second Ctrl-C stops at once, without saving.
+- **Anywhere else** (reading the data, building the model, between the fit and the final
+  evaluation), SIGTERM raises :class:`Terminated`, a ``KeyboardInterrupt``, exactly where Ctrl-C
+  raises one, so the same clean-up code runs for both.
 
 :func:`received` tells which signal came first, so the caller can end the run with
 :class:`~ae_lab.errors.RunInterrupted` and the right exit status (130 or 143).
@@ -40,42 +40,32 @@ class _Handlers:
     def __init__(self) -> None:
         self.received: int | None = None
         self.presses = 0
-        self.stop_requested = False
-        self.held = False  # inside a validation of the fit: a stop request waits for its end
-        self.pending: FrameType | None | bool = False
-        self.lightning: Handler | None = None  # Lightning's SIGTERM handler, once taken over
         # bound methods are new objects at each access: keep the ones installed, to compare
         self.on_sigint = self._on_sigint
         self.on_sigterm = self._on_sigterm
-        self.on_sigterm_in_fit = self._on_sigterm_in_fit
 
     def _note(self, signum: int) -> None:
         if self.received is None:
             self.received = int(signum)
 
     def lightning_handler(self) -> Handler | None:
-        """Lightning's SIGTERM handler when a fit or an evaluation has installed one."""
+        """Lightning's SIGTERM handler when a fit or an evaluation has installed one (it calls
+        ours after its own)."""
         current = signal.getsignal(signal.SIGTERM)
-        if current is self.on_sigterm_in_fit:
-            return self.on_sigterm_in_fit
         return current if callable(current) and current is not self.on_sigterm else None
 
-    # ---- the handlers --------------------------------------------------------------------------
     def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
         self._note(signum)
         self.presses += 1
         lightning = self.lightning_handler()
         if self.presses == 1 and lightning is not None:
             print(
-                "\nCtrl-C: stopping after this batch (or this validation) and saving "
-                "checkpoints/last.ckpt; press Ctrl-C again to stop at once, without saving",
+                "\nCtrl-C: stopping after this batch and saving checkpoints/last.ckpt; press "
+                "Ctrl-C again to stop at once, without saving",
                 file=sys.stderr,
                 flush=True,
             )
-            if lightning is self.on_sigterm_in_fit:
-                self.request_stop(frame)
-            else:
-                lightning(signal.SIGTERM, frame)
+            lightning(signal.SIGTERM, frame)  # Lightning's way to stop: at the end of the batch
             return
         raise KeyboardInterrupt
 
@@ -85,39 +75,6 @@ class _Handlers:
             return  # called by Lightning's handler, which stops the loop at the end of the batch
         raise Terminated
 
-    def _on_sigterm_in_fit(self, signum: int, frame: FrameType | None) -> None:
-        self._note(signum)
-        self.request_stop(frame)
-
-    # ---- stopping a fit at a clean point -------------------------------------------------------
-    def take_over(self) -> None:
-        """Route SIGTERM through :meth:`request_stop` for the rest of this fit (Lightning puts its
-        own handler back, and then ours, when the fit ends)."""
-        current = signal.getsignal(signal.SIGTERM)
-        if not callable(current) or current in (self.on_sigterm, self.on_sigterm_in_fit):
-            return
-        self.lightning = current
-        signal.signal(signal.SIGTERM, self.on_sigterm_in_fit)
-
-    def request_stop(self, frame: FrameType | None) -> None:
-        if self.stop_requested:
-            return
-        if self.held:
-            self.pending = frame if frame is not None else True
-            return
-        self.stop_requested = True
-        if self.lightning is not None:
-            self.lightning(signal.SIGTERM, frame)
-
-    def hold(self) -> None:
-        self.held = True
-
-    def release(self) -> None:
-        self.held = False
-        if self.pending is not False:
-            frame, self.pending = self.pending, False
-            self.request_stop(frame if not isinstance(frame, bool) else None)
-
 
 _active: _Handlers | None = None
 
@@ -126,24 +83,6 @@ def received() -> int | None:
     """The first signal (``signal.SIGINT`` or ``signal.SIGTERM``) received by the active
     :func:`handling_signals`, or ``None``."""
     return _active.received if _active is not None else None
-
-
-def take_over_in_fit() -> None:
-    """From now until the fit ends, stop requests wait while :func:`hold` is in effect."""
-    if _active is not None and threading.current_thread() is threading.main_thread():
-        _active.take_over()
-
-
-def hold() -> None:
-    """Keep a stop request pending (a validation is running)."""
-    if _active is not None:
-        _active.hold()
-
-
-def release() -> None:
-    """Hand on a stop request that arrived while held."""
-    if _active is not None:
-        _active.release()
 
 
 @contextlib.contextmanager

@@ -22,6 +22,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig
 
 from ae_lab.errors import RunFailed, RunInterrupted
+from ae_lab.layout import METRICS_FILE
 from ae_lab.run import interrupts
 from ae_lab.run.callbacks.checkpoint import ResumableCheckpoint
 from ae_lab.run.commands import command, hydra_value
@@ -31,7 +32,8 @@ DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 def interruptible(run_fn: Callable[[DictConfig], dict[str, float]]) -> Callable:
     """Hold :func:`ae_lab.run.interrupts.handling_signals` for the whole run; a signal that arrives
-    before the fit (reading the data, building the model) ends it with RunInterrupted."""
+    outside Lightning's loops (reading the data, building the model; after the fit, between the
+    evaluation's stages, fitting PCA) ends it with RunInterrupted."""
 
     @functools.wraps(run_fn)
     def wrapper(cfg: DictConfig) -> dict[str, float]:
@@ -40,11 +42,7 @@ def interruptible(run_fn: Callable[[DictConfig], dict[str, float]]) -> Callable:
                 return run_fn(cfg)
             except KeyboardInterrupt:  # Ctrl-C, or SIGTERM as interrupts.Terminated
                 signum = interrupts.received() or signal.SIGINT
-                raise RunInterrupted(
-                    f"stopped by {interrupts.NAMES[signum]} before training started; nothing "
-                    "was trained or saved.",
-                    signum,
-                ) from None
+                raise RunInterrupted(stopped_outside_loops(cfg, signum), signum) from None
             except (MemoryError, RuntimeError, OSError) as error:
                 failure = ran_out(error, cfg)
                 if failure is None:
@@ -109,8 +107,22 @@ def stopped_in_fit(trainer: L.Trainer, cfg: DictConfig, signum: int) -> str:
     return f"{head}; no checkpoint had been saved yet. Start again with:\n  {resume_command(cfg, None)}"
 
 
-def stopped_after_fit(trainer: L.Trainer, cfg: DictConfig, signum: int) -> str:
-    last = kept_checkpoint(trainer, cfg)
+def stopped_outside_loops(cfg: DictConfig, signum: int) -> str:
+    """Before the fit (this run has no ``last.ckpt``: a stop inside the fit ends there), after it,
+    or once ``metrics.json`` is written."""
+    output_dir, name = Path(cfg.paths.output_dir), interrupts.NAMES[signum]
+    if not (output_dir / "checkpoints" / "last.ckpt").is_file():
+        return f"stopped by {name} before training started; nothing was trained or saved."
+    if (output_dir / METRICS_FILE).is_file():
+        return (
+            f"stopped by {name} after the final evaluation: the checkpoints and {METRICS_FILE} "
+            "are kept; the report's reconstructions or TensorBoard's HParams may be missing."
+        )
+    return stopped_after_fit(None, cfg, signum)
+
+
+def stopped_after_fit(trainer: L.Trainer | None, cfg: DictConfig, signum: int) -> str:
+    last = kept_checkpoint(trainer, cfg) if trainer is not None else _newest_checkpoint(cfg)
     again = ""
     if last:
         evaluate = command("eval.py", [f"ckpt_path={hydra_value(str(Path(last).resolve()))}"])

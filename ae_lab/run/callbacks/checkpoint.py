@@ -22,6 +22,17 @@ the epoch that is. Lightning records the loop's position in the checkpoint (and
 at the next batch. Nothing is saved on any other exception: a diverged run's weights are not worth
 keeping, and a run stopped at once by a second Ctrl-C may be in the middle of an optimizer step.
 
+A signal during a validation of the fit stops it at the end of its current batch
+(:class:`~ae_lab.run.callbacks.GracefulStop`): a long validation never keeps a stopped run going.
+Lightning cannot resume a half-done validation faithfully (its partial metrics are in no
+checkpoint), so the ``last.ckpt`` saved there is the state the validation started from. The
+training state does not change during a validation; two things do, and are put back: the random
+generators' states (a VAE draws noise while validating), as taken at
+:meth:`ResumableCheckpoint.on_validation_start`, and the loop's record of the validation, saved as
+stopped inside its first batch, which Lightning resumes by running that validation again from its
+start. Its metrics were never logged nor scored (Lightning does both when a validation ends), so
+nothing half-done becomes a curve's point or the best.
+
 With ``trainer.accumulate_grad_batches=k > 1``, a stop (or a validation) inside a window of ``k``
 batches falls between optimizer steps: the gradients of the window's first batches exist only in
 the parameters' ``.grad``, which no Lightning checkpoint holds, so a run resumed there would step
@@ -51,11 +62,14 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from ae_lab.atomic import copy_file
 from ae_lab.errors import RunFailed
+from ae_lab.run.callbacks import rng_state
 
 log = logging.getLogger(__name__)
 
 #: The key of the accumulated gradients in the callback's state of a checkpoint.
 ACCUMULATED = "accumulated_gradients"
+#: Where a checkpoint holds the progress of the fit's validation (Lightning's loop-state format).
+VALIDATION_PROGRESS = ("loops", "fit_loop", "epoch_loop.val_loop.batch_progress")
 
 
 def inside_window(trainer: L.Trainer) -> bool:
@@ -85,6 +99,8 @@ class ResumableCheckpoint(ModelCheckpoint):
         self._training = False
         self._loading_to_fit = True
         self._gradients: dict[str, torch.Tensor] | None = None  # loaded, put back at train start
+        self._validation_start: dict[str, Any] | None = None  # random states, while validating
+        self._redo_validation = False  # saving a stop inside a validation
 
     @property
     def state_key(self) -> str:
@@ -93,6 +109,7 @@ class ResumableCheckpoint(ModelCheckpoint):
 
     # ---- last.ckpt at every save point ------------------------------------------------------------
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._validation_start = None  # it ended: its metrics count, a stop now keeps them
         due = not self._should_skip_saving_checkpoint(trainer)
         super().on_validation_end(trainer, pl_module)
         if due and not self._should_save_on_train_epoch_end(trainer):
@@ -155,6 +172,9 @@ class ResumableCheckpoint(ModelCheckpoint):
         self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
         super().on_save_checkpoint(trainer, pl_module, checkpoint)
+        progress = _validation_progress(checkpoint)
+        if progress is not None:
+            (_restart_validation if self._redo_validation else _settle_validation)(progress)
         state = (checkpoint.get("callbacks") or {}).get(self.state_key)
         if state is None or not inside_window(trainer) or trainer.world_size > 1:
             return
@@ -179,6 +199,11 @@ class ResumableCheckpoint(ModelCheckpoint):
         super().on_train_end(trainer, pl_module)
         self._training = False
 
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_validation_start(trainer, pl_module)
+        if self._training and trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking:
+            self._validation_start = rng_state.capture(pl_module.device)
+
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
     ) -> None:
@@ -197,9 +222,41 @@ class ResumableCheckpoint(ModelCheckpoint):
             )
             return
         path = str(Path(self.dirpath) / f"{self.CHECKPOINT_NAME_LAST}{self.FILE_EXTENSION}")
+        if self._validation_start is not None:  # inside a validation: the state it started from
+            rng_state.restore(self._validation_start, pl_module.device)
+            self._redo_validation = True
         try:
             trainer.save_checkpoint(path)
         except RunFailed as failure:  # the divergence guard refused non-finite weights
             self.refused = failure
             return
+        finally:
+            self._redo_validation = False
         self.last_model_path = self.interrupt_path = path
+
+
+def _validation_progress(checkpoint: dict[str, Any]) -> dict[str, Any] | None:
+    found: Any = checkpoint
+    for key in VALIDATION_PROGRESS:
+        found = found.get(key) if isinstance(found, dict) else None
+    return found
+
+
+def _restart_validation(progress: dict[str, Any]) -> None:
+    """Record the validation under way as stopped inside its first batch: Lightning resumes such a
+    checkpoint by running the validation again from its start ("restarted mid-evaluation")."""
+    total, current = progress["total"], progress["current"]
+    before = total["completed"] - current["completed"]  # the epoch's earlier validations' batches
+    progress["total"] = {"ready": before + 1, "started": before + 1, "processed": before,
+                         "completed": before}  # fmt: skip
+    progress["current"] = {"ready": 1, "started": 1, "processed": 0, "completed": 0}
+    progress["is_last_batch"] = False
+
+
+def _settle_validation(progress: dict[str, Any]) -> None:
+    """A run resumed by :func:`_restart_validation` keeps counting from its one-batch-ahead
+    ``total``: put it back level, or a resume from a later checkpoint of that epoch would take it
+    for a stop inside a validation and run one again."""
+    total = progress["total"]
+    if total["ready"] == total["started"] == total["processed"] + 1 == total["completed"] + 1:
+        total["ready"] = total["started"] = total["completed"]
