@@ -5,6 +5,7 @@ from ae_lab.models.autoencoder import Autoencoder, Supports
 from ae_lab.models.bottleneck import Deterministic, Gaussian
 from ae_lab.models.corruption import GaussianNoise, MaskingNoise, SaltAndPepper
 from ae_lab.models.penalty import ContractivePenalty, KLSparsityPenalty, L1Penalty, Penalty
+from ae_lab.models.quantize import VectorQuantizer
 
 __all__ = [
     "Autoencoder",
@@ -18,4 +19,5 @@ __all__ = [
     "Penalty",
     "SaltAndPepper",
     "Supports",
+    "VectorQuantizer",
 ]

@@ -1,8 +1,9 @@
 """The one LightningModule: an autoencoder assembled from parts.
 
 * a **net**: a factory ``(input_shape, latent_dim, code_dim) -> (encoder, decoder)``, dense or conv;
-* a **bottleneck**: ``deterministic``, or ``gaussian`` (a VAE: posterior ``q(z|x)``, prior
-  ``N(0, I)``, the KL weighted by ``beta`` with a linear warm-up);
+* a **bottleneck**: ``deterministic``, ``gaussian`` (a VAE: posterior ``q(z|x)``, prior
+  ``N(0, I)``, the KL weighted by ``beta`` with a linear warm-up) or ``vq`` (a codebook: codes are
+  its entries, :mod:`ae_lab.models.quantize`);
 * an optional input **corruption** (masking, Gaussian, salt-and-pepper): the model reconstructs
   the clean image from the corrupted one (a denoising model);
 * an optional code **penalty** (L1, contractive), added as ``penalty.weight * value``.
@@ -17,6 +18,7 @@ prior), ``corrupt`` (with a corruption), ``weight_product`` (a linear map),
 The objective, per image (summed over pixels and latent units, mean over the batch)::
 
     loss = recon(decode(z), x) + beta_t * KL(q(z|x) || p(z)) + penalty.weight * penalty(z)
+    (vq: + codebook + commitment * commitment term, in place of the KL)
 
 with ``z`` drawn from the bottleneck given the (possibly corrupted) input. ``recon`` is the
 negative log-likelihood without the Gaussian's constant (see :mod:`ae_lab.models.losses`); so
@@ -26,32 +28,23 @@ negative log-likelihood without the Gaussian's constant (see :mod:`ae_lab.models
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import lightning as L
 import torch
-from hydra.utils import instantiate
 
-from ae_lab.models.bottleneck import make_bottleneck
-from ae_lab.models.evaluation import evaluation_metrics, importance_sampled_log_likelihood
+from ae_lab.models import metric_logging as logs
+from ae_lab.models.bottleneck import CODEBOOK_SETTINGS, make_bottleneck
+from ae_lab.models.codebook_usage import codebook_metrics
+from ae_lab.models.evaluation import evaluation_metrics
 from ae_lab.models.losses import likelihood_constant, reconstruction_error_per_example
 from ae_lab.models.optimization import configure
+from ae_lab.models.spec import Spec, build
 from ae_lab.nets.mlp import MLPEncoder, is_linear_map
 
-#: A part of the model given either as a plain config (``{"_target_": ..., ...}``, kept in the
-#: checkpoint's hyperparameters, so ``load_from_checkpoint`` rebuilds it with ``weights_only``
-#: loading) or directly as a Python object (a factory, a callable).
-Spec = Mapping[str, Any] | Callable[..., Any]
 OUTPUT_ACTIVATIONS = {"sigmoid": torch.sigmoid, "identity": lambda t: t}
-
-
-def build(spec: Spec | None) -> Any:
-    """The object a spec describes: ``instantiate`` for a config, the object itself otherwise."""
-    if spec is None:
-        return None
-    return instantiate(spec, _convert_="all") if isinstance(spec, Mapping) else spec
 
 
 @dataclass(frozen=True)
@@ -62,6 +55,7 @@ class Supports:
     corruption: bool  # trained on corrupted inputs: corrupt(), the denoising panel
     linear_map: bool  # the whole model is one matrix: weight_product(), the W2·W1 heatmap
     dense_encoder: bool = False  # an MLP encoder: first_layer_weights(), the filters figure
+    quantized: bool = False  # a codebook (vq): codes are its entries; its usage logged
 
 
 class Autoencoder(L.LightningModule):
@@ -71,8 +65,11 @@ class Autoencoder(L.LightningModule):
         decoder emits logits shaped like the input.
     optimizer: spec of a factory ``params -> torch.optim.Optimizer`` (a Hydra ``_partial_``).
     latent_dim: size of the code; ``None``: as wide as the input (the trivial solution).
-    bottleneck: ``deterministic`` or ``gaussian``.
+    bottleneck: ``deterministic``, ``gaussian`` or ``vq``.
     beta, warmup_steps: the KL weight and its linear warm-up in steps (Gaussian only).
+    codebook_size, codebook_dim, commitment, ema, per_unit, dead_code_steps, codebook_init: the
+        codebook (vq only; ``None``: the quantiser's default): see
+        :class:`~ae_lab.models.quantize.VectorQuantizer`.
     corruption: optional spec of a callable ``x -> corrupted x``.
     penalty: optional spec of a :class:`~ae_lab.models.penalty.Penalty`.
     scheduler: optional spec of a factory ``optimizer -> LRScheduler``, stepped every batch;
@@ -91,9 +88,16 @@ class Autoencoder(L.LightningModule):
         net: Spec,
         optimizer: Spec,
         latent_dim: int | None = None,
-        bottleneck: str = "deterministic",
+        bottleneck: Literal["deterministic", "gaussian", "vq"] = "deterministic",
         beta: float | None = None,
         warmup_steps: int = 0,
+        codebook_size: int | None = None,
+        codebook_dim: int | None = None,
+        commitment: float | None = None,
+        ema: float | None = None,
+        per_unit: bool = False,
+        dead_code_steps: int | None = None,
+        codebook_init: Literal["data", "uniform"] | None = None,
         corruption: Spec | None = None,
         penalty: Spec | None = None,
         scheduler: Spec | None = None,
@@ -113,7 +117,10 @@ class Autoencoder(L.LightningModule):
         self.likelihood = likelihood
         self.output_activation = OUTPUT_ACTIVATIONS[output_activation]
         self.nll_samples = int(nll_samples)
-        self.bottleneck = make_bottleneck(bottleneck, beta, warmup_steps)
+        codebook = {name: self.hparams[name] for name in CODEBOOK_SETTINGS}
+        self.bottleneck = make_bottleneck(
+            bottleneck, beta, warmup_steps, self.latent_dim, **codebook
+        )
         self.corruption = build(corruption)
         self.penalty = build(penalty)
         self.encoder, self.decoder = build(net)(
@@ -128,13 +135,16 @@ class Autoencoder(L.LightningModule):
             prior=self.bottleneck.has_prior,
             corruption=self.corruption is not None,
             linear_map=is_linear_map(self.encoder, self.decoder)
-            and not self.bottleneck.has_prior
+            and self.bottleneck.name == "deterministic"
             and self.hparams.output_activation == "identity",
             dense_encoder=isinstance(self.encoder, MLPEncoder),
+            quantized=self.bottleneck.name == "vq",
         )
         self.optimizer_factory = build(optimizer)
         self.scheduler_factory = build(scheduler)
         self.metrics = evaluation_metrics(self.input_shape, self.latent_dim, self.supports.prior)
+        if self.supports.quantized:
+            self.metrics.update(codebook_metrics(self.bottleneck.entries))
         # the epoch's summed training loss and image count (reset at each epoch's start)
         self._epoch_loss, self._epoch_images = torch.zeros(()), 0
 
@@ -195,16 +205,23 @@ class Autoencoder(L.LightningModule):
             raise TypeError(f"{what} needs a model with {capability.replace('_', ' ')}")
 
     # ---- the objective -------------------------------------------------------------------------
-    def objective(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Named loss terms for a batch (per image, mean over the batch); ``loss`` is minimised."""
+    def objective(self, x: torch.Tensor, stage: str | None = None) -> dict[str, torch.Tensor]:
+        """Named loss terms for a batch (per image, mean over the batch); ``loss`` is minimised.
+        ``stage`` (``train``, ``val``, ``test``): whose codebook usage the batch counts in."""
         x_in = self.corruption(x) if self.corruption is not None else x
         h = self.encoder(x_in)
-        z = self.bottleneck.sample(h)
+        quantized = self.bottleneck(h) if self.supports.quantized else None
+        z = self.bottleneck.sample(h) if quantized is None else quantized.z
         recon = reconstruction_error_per_example(
             self.decoder(z), x, self.likelihood, self.output_activation
         ).mean()
         terms = {"recon": recon}
         loss = recon
+        if quantized is not None:
+            loss = loss + quantized.loss
+            terms.update(quantized.terms)
+            if stage is not None:
+                self.metrics[f"{stage}_codebook"].update(quantized.indices)
         if self.supports.prior:
             kl = self.bottleneck.kl(h).mean()
             beta = self.bottleneck.beta_at(self.global_step)
@@ -213,8 +230,8 @@ class Autoencoder(L.LightningModule):
             terms.update(kl=kl, elbo=-(recon + constant + kl))
             if self.training:
                 terms["beta"] = beta  # the weight in use (warm-up), a training curve
-        if self.penalty is not None:
-            code = self.bottleneck.code(h)
+        if self.penalty is not None:  # (vq: on the encoder's output, which has a gradient)
+            code = h if quantized is not None else self.bottleneck.code(h)
             penalty = self.penalty.value(self.encoder, x_in, code, self._code_outputs())
             loss = loss + self.penalty.weight * penalty
             terms.update(penalty=penalty, **self.penalty.diagnostics(code))
@@ -227,26 +244,16 @@ class Autoencoder(L.LightningModule):
     # ---- Lightning -----------------------------------------------------------------------------
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         x = batch[0]
-        terms = self.objective(x)
+        terms = self.objective(x, "train")
         loss = terms["loss"]
         self._epoch_loss.add_(loss.detach(), alpha=len(x))  # the epoch's mean, without a sync
         self._epoch_images += len(x)
-        if self._writes_step_values():
+        if logs.writes_step_values(self.trainer, self.global_step):
             self.log("train/loss", loss, prog_bar=True, batch_size=len(x))
             others = {f"train/{name}": value for name, value in terms.items() if name != "loss"}
             others["train/lr"] = self.trainer.optimizers[0].param_groups[0]["lr"]
             self.log_dict(others, batch_size=len(x))
         return loss
-
-    def _writes_step_values(self) -> bool:
-        """Whether Lightning writes this step's logged values: every ``log_every_n_steps``
-        optimizer steps, on stop, in a fast dev run. Only then are they logged: a ``self.log``
-        call costs as much written or not (benchmarks/README.md)."""
-        trainer = self.trainer
-        every = max(1, trainer.log_every_n_steps)
-        return (
-            (self.global_step + 1) % every == 0 or trainer.should_stop or bool(trainer.fast_dev_run)
-        )
 
     def on_train_epoch_start(self) -> None:
         # float32 whatever the precision: summed in place every step
@@ -257,33 +264,24 @@ class Autoencoder(L.LightningModule):
         if self._epoch_images:  # the mean training loss of the epoch, beside the per-step curve
             mean = self._epoch_loss / self._epoch_images
             self.log("train/loss_epoch", mean, sync_dist=True)
+        logs.log_codebook_usage(self, "train")
+
+    def on_validation_epoch_end(self) -> None:
+        logs.log_codebook_usage(self, "val")
+
+    def on_test_epoch_end(self) -> None:
+        logs.log_codebook_usage(self, "test")
 
     def _step(self, batch: Any, stage: str) -> None:
         x = batch[0]
-        terms = self.objective(x)
+        terms = self.objective(x, stage)
         if stage == "test" and self.supports.prior:
-            terms.update(self._likelihood_terms(x))
+            terms.update(logs.likelihood_terms(self, x))
         options = {"batch_size": x.shape[0], "sync_dist": True}
         loss = terms.pop("loss")
         self.log(f"{stage}/loss", loss, prog_bar=True, **options)
         self.log_dict({f"{stage}/{name}": value for name, value in terms.items()}, **options)
-        self._log_image_quality(x, stage)
-
-    def _likelihood_terms(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``nll`` (importance-sampled ``-log p(x)``) and ``elbo`` from the same samples, so
-        ``nll <= -elbo`` image by image (Jensen); and the active units' update."""
-        log_px, elbo = importance_sampled_log_likelihood(self, x, self.nll_samples)
-        active = self.metrics["test_active_units"]
-        active.update(self.encode(x))
-        self.log("test/active_units", active, batch_size=x.shape[0])
-        return {"nll": -log_px.mean(), "elbo": elbo.mean()}
-
-    def _log_image_quality(self, x: torch.Tensor, stage: str) -> None:
-        reconstruction = self.reconstruct(x).float().clamp(0, 1)
-        for name in ("psnr", "ssim"):
-            metric = self.metrics[f"{stage}_{name}"]
-            metric.update(reconstruction, x)
-            self.log(f"{stage}/{name}", metric, batch_size=x.shape[0])
+        logs.log_image_quality(self, x, stage)
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self._step(batch, "val")

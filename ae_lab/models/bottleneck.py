@@ -2,8 +2,10 @@
 posterior ``q(z|x)`` with a standard normal prior (a VAE).
 
 A bottleneck turns the encoder's output ``h`` into the code the figures show (``code``), the code
-the decoder is trained on (``sample``) and, for a Gaussian, the KL term of the ELBO. It holds no
-parameters: the encoder emits ``code_dim(latent_dim)`` features and the bottleneck reads them.
+the decoder is trained on (``sample``) and, for a Gaussian, the KL term of the ELBO. These two hold
+no parameters: the encoder emits ``code_dim(latent_dim)`` features and the bottleneck reads them.
+The third, ``vq`` (:mod:`ae_lab.models.quantize`), holds a codebook: it is an ``nn.Module`` the
+model registers, so the codebook is trained, checkpointed and moved with the model.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 import math
 
 import torch
+
+from ae_lab.models.quantize import VectorQuantizer
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -98,20 +102,39 @@ class Gaussian:
         return torch.randn(n, latent_dim, generator=generator)
 
 
-BOTTLENECKS = {"deterministic": Deterministic, "gaussian": Gaussian}
+BOTTLENECKS = ("deterministic", "gaussian", "vq")
+#: The model's settings that configure a ``vq`` bottleneck's codebook (``VectorQuantizer``'s).
+CODEBOOK_SETTINGS = (
+    "codebook_size", "codebook_dim", "commitment", "ema", "per_unit", "dead_code_steps",
+    "codebook_init",
+)  # fmt: skip
 
 
 def make_bottleneck(
-    kind: str, beta: float | None = None, warmup_steps: int = 0
-) -> Deterministic | Gaussian:
-    """The bottleneck called ``kind``; ``beta``/``warmup_steps`` only apply to a Gaussian."""
+    kind: str,
+    beta: float | None = None,
+    warmup_steps: int = 0,
+    latent_dim: int | None = None,
+    **codebook: object,
+) -> Deterministic | Gaussian | VectorQuantizer:
+    """The bottleneck called ``kind``. ``beta``/``warmup_steps`` only apply to a Gaussian; the
+    ``codebook`` settings (:class:`VectorQuantizer`'s arguments; ``None`` or false: unset) only to
+    ``vq``, which also needs the ``latent_dim``."""
+    if kind not in BOTTLENECKS:
+        raise ValueError(f"model.bottleneck must be one of {', '.join(BOTTLENECKS)}, got {kind!r}")
+    given = [name for name, value in codebook.items() if value is not None and value is not False]
+    if kind != "vq" and given:
+        raise ValueError(
+            f"model.{given[0]} configures a codebook: it needs model.bottleneck=vq (model=vq_vae)"
+        )
+    if kind != "gaussian" and (beta is not None or warmup_steps):
+        raise ValueError(
+            "model.beta and model.warmup_steps weigh a KL term: they need "
+            "model.bottleneck=gaussian (a VAE: model=vae or model=cnn_vae)"
+        )
     if kind == "gaussian":
         return Gaussian(1.0 if beta is None else beta, warmup_steps)
-    if kind == "deterministic":
-        if beta is not None or warmup_steps:
-            raise ValueError(
-                "model.beta and model.warmup_steps weigh a KL term: they need "
-                "model.bottleneck=gaussian (a VAE: model=vae or model=cnn_vae)"
-            )
-        return Deterministic()
-    raise ValueError(f"model.bottleneck must be one of {', '.join(BOTTLENECKS)}, got {kind!r}")
+    if kind == "vq":
+        settings = {name: value for name, value in codebook.items() if value is not None}
+        return VectorQuantizer(int(latent_dim), **settings)
+    return Deterministic()

@@ -81,3 +81,17 @@ def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
 def l1_penalty(z: torch.Tensor) -> torch.Tensor:
     """Sparsity penalty ``||z||_1``, summed over latent units, mean over the batch."""
     return _sum_per_example(z.abs()).mean()
+
+
+def codebook_loss(h: torch.Tensor, quantized: torch.Tensor) -> torch.Tensor:
+    """VQ-VAE's codebook term ``||sg(h) - e||^2``: moves the chosen codebook vectors ``e`` towards
+    the encoder's outputs ``h`` (the encoder gets no gradient). Summed over latent units, mean over
+    the batch; ``h`` and ``quantized`` are ``(B, latent)``."""
+    return _sum_per_example((quantized - h.detach()).square()).mean()
+
+
+def commitment_loss(h: torch.Tensor, quantized: torch.Tensor) -> torch.Tensor:
+    """VQ-VAE's commitment term ``||h - sg(e)||^2``: keeps the encoder's outputs near the codes
+    they chose (the codebook gets no gradient). Same value as :func:`codebook_loss`, same
+    reduction."""
+    return _sum_per_example((h - quantized.detach()).square()).mean()
