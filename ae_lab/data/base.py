@@ -7,7 +7,8 @@ training order depends only on the seed and the epoch, so a resumed run sees the
 Batches travel to the device as uint8 (a quarter of the bytes of float32) and become floats in
 ``[0, 1]`` there, in ``on_after_batch_transfer``.
 
-The small API the figure callbacks use: ``image_shape``, ``sample_batch`` and ``class_names``.
+The small API the figure callbacks use: ``image_shape``, ``sample_batch`` and ``class_names``;
+the latent measures also read ``holdout_class`` (the class left out of training, kept in test).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from lightning.pytorch.accelerators import CUDAAccelerator
 
 from ae_lab.data.arrays import IndexedImages
 from ae_lab.data.batches import Batches
+from ae_lab.errors import UserError
 
 BINARIZE = {False: None, None: None, True: "threshold", "threshold": "threshold",
             "stochastic": "stochastic"}  # fmt: skip
@@ -43,6 +45,9 @@ class ImageArrayDataModule(L.LightningDataModule):
     on_device: keep each split whole on the accelerator (as uint8: MNIST and Fashion-MNIST take
         under 60 MB) and index batches there: no host-to-device copy per step. For datasets that
         fit in the device's memory.
+    holdout_class: a class (``0`` to ``len(class_names) - 1``) left out of the training and
+        validation splits and kept in test, where it is the anomaly to detect (``null``: none).
+        Labelled datasets only.
     """
 
     class_names: tuple[str, ...] = ()
@@ -55,6 +60,7 @@ class ImageArrayDataModule(L.LightningDataModule):
         seed: int | None = 0,
         binarize: bool | Literal["threshold", "stochastic"] = False,
         on_device: bool = False,
+        holdout_class: int | None = None,
     ) -> None:
         super().__init__()
         self.root = str(root)
@@ -67,6 +73,9 @@ class ImageArrayDataModule(L.LightningDataModule):
                 f"data.binarize must be false, threshold (or true) or stochastic, got {binarize!r}"
             )
         self.on_device = bool(on_device)
+        self.holdout_class = None if holdout_class is None else int(holdout_class)
+        if self.holdout_class is not None:
+            check_class(self.holdout_class, self.class_names, type(self).__name__)
         self.splits: dict[str, IndexedImages] | None = None
         self._on_device: dict[str, IndexedImages] = {}  # the splits moved to the trainer's device
 
@@ -85,6 +94,11 @@ class ImageArrayDataModule(L.LightningDataModule):
             loaded = {
                 name: (stochastic_binarize(images, seed=SPLITS.index(name)), labels)
                 for name, (images, labels) in loaded.items()
+            }
+        if self.holdout_class is not None:  # after binarising: the other images' draws stay
+            loaded = {
+                name: without_class(*split, self.holdout_class) if name != "test" else split
+                for name, split in loaded.items()
             }
         self.splits = {name: IndexedImages(*loaded[name]) for name in SPLITS}
 
@@ -176,6 +190,33 @@ class ImageArrayDataModule(L.LightningDataModule):
         order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
         images, labels = data.__getitems__(order[:count].tolist())
         return self.to_float(images), labels
+
+
+def check_class(label: int, class_names: tuple[str, ...], dataset: str) -> None:
+    """Refuse a ``data.holdout_class`` the dataset does not have: one line saying which it has."""
+    if not class_names:
+        raise UserError(
+            f"data.holdout_class={label}: {dataset}'s images have no class labels, so no class "
+            "can be held out; remove data.holdout_class, or use a labelled dataset (data=mnist, "
+            "data=fashion_mnist)"
+        )
+    if not 0 <= label < len(class_names):
+        named = ", ".join(f"{i} {name}" if name != str(i) else str(i)
+                          for i, name in enumerate(class_names))  # fmt: skip
+        raise UserError(
+            f"data.holdout_class={label}: {dataset} has no class {label}; give one of {named}"
+        )
+
+
+def without_class(images: Any, labels: torch.Tensor | None, label: int) -> Split:
+    """The images and labels of a split without those of class ``label``."""
+    if labels is None:
+        raise UserError(f"data.holdout_class={label}: this split has no labels to hold out by")
+    keep = torch.as_tensor(labels) != label
+    index = keep.nonzero().squeeze(1)
+    if isinstance(images, torch.Tensor):
+        return images.index_select(0, index), labels[index]
+    return np.asarray(images)[index.numpy()], labels[index]
 
 
 def stochastic_binarize(images: Any, seed: int, chunk: int = 8192) -> torch.Tensor:

@@ -4,6 +4,9 @@ Files are looked for, plain or ``.gz``, in torchvision's raw layout ``<root>/<Na
 directly in ``<root>``; Fashion-MNIST also in Debian's ``/usr/share/datasets/fashion-mnist``
 (package ``dataset-fashion-mnist``). Only when none holds them does ``prepare_data`` download them
 with torchvision.
+
+``pad_to`` zero-pads every image to a centred ``pad_to x pad_to`` square (ae_bakeoff's protocol
+pads 28x28 to 32x32, a size that halves cleanly through conv layers).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 import torchvision
 
 from ae_lab.data.arrays import seeded_split
@@ -33,16 +37,23 @@ def _find(folder: Path, name: str) -> Path | None:
 
 
 class MNISTDataModule(ImageArrayDataModule):
-    """Handwritten digits, 28x28 grey; official 60k train / 10k test, val held out of train."""
+    """Handwritten digits, 28x28 grey; official 60k train / 10k test, val held out of train.
+
+    Args (beside :class:`~ae_lab.data.base.ImageArrayDataModule`'s):
+    download: fetch the files with torchvision when they are missing.
+    pad_to: zero-pad each image to a centred ``pad_to x pad_to`` square (at least the image's
+        size); ``None``: as they are.
+    """
 
     folder_name = "MNIST"  # torchvision's folder under root, and its dataset class
     dataset_class = torchvision.datasets.MNIST
     system_folders: tuple[str, ...] = ()
     class_names = tuple(str(d) for d in range(10))
 
-    def __init__(self, *args, download: bool = True, **kwargs) -> None:
+    def __init__(self, *args, download: bool = True, pad_to: int | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.download = bool(download)
+        self.pad_to = None if pad_to is None else int(pad_to)
 
     def candidate_folders(self) -> list[Path]:
         root = Path(self.root).expanduser()
@@ -94,6 +105,8 @@ class MNISTDataModule(ImageArrayDataModule):
                 f"{image_file} and {label_file} do not match: shapes {images.shape}, {labels.shape}"
             )
         images = torch.from_numpy(images).unsqueeze(1)  # (N, 1, 28, 28)
+        if self.pad_to is not None:
+            images = pad_images(images, self.pad_to)
         return images, torch.from_numpy(labels.astype(np.int64))
 
     def load_splits(self) -> dict[str, Split]:
@@ -110,6 +123,20 @@ class MNISTDataModule(ImageArrayDataModule):
             "val": (train_images[val_idx], train_labels[val_idx]),
             "test": self._read(folder, "test"),
         }
+
+
+def pad_images(images: torch.Tensor, size: int) -> torch.Tensor:
+    """``(N, C, H, W)`` images zero-padded to ``(N, C, size, size)``, centred (an odd margin puts
+    its extra pixel below and to the right); a short error when ``size`` is smaller."""
+    height, width = images.shape[-2:]
+    if size < max(height, width):
+        raise UserError(
+            f"data.pad_to={size}: smaller than the images ({height}x{width}); give "
+            f"data.pad_to>={max(height, width)}, or null to keep them as they are"
+        )
+    top, left = (size - height) // 2, (size - width) // 2
+    margins = (left, size - width - left, top, size - height - top)
+    return F.pad(images, margins, value=0)
 
 
 class FashionMNISTDataModule(MNISTDataModule):

@@ -49,9 +49,7 @@ def encode_images(model, images: torch.Tensor, chunk: int = CHUNK) -> torch.Tens
         model.train(was_training)
 
 
-def split_codes(
-    model, data, split: str, limit: int | None = MAX_IMAGES, seed: int = 0
-) -> Codes:
+def split_codes(model, data, split: str, limit: int | None = MAX_IMAGES, seed: int = 0) -> Codes:
     """The codes and labels of ``split``: every image, or ``limit`` of them chosen by ``seed``
     (``data.sample_batch``'s seeded order, so the same arguments give the same images), and never
     more than :data:`MAX_FLOATS` pixel values' worth of images."""
