@@ -26,9 +26,11 @@ def expected_figures(supports: Supports, latent_dim: int, pixels: int = 784) -> 
         "reconstructions/reconstructions",
         "latent_space/scatter",
         "latent_interpolation/strip",
+        "samples/samples",  # from the prior, or from a density fitted to the training codes
+        "traversals/traversals",
     ]
     if supports.prior:
-        stems += ["samples/samples", "kl_per_unit/kl_per_unit"]
+        stems.append("kl_per_unit/kl_per_unit")
     if supports.corruption:
         stems.append("denoising_panel/denoising")
     if supports.linear_map:

@@ -7,9 +7,11 @@ from ae_lab.figures.filters import Filters
 from ae_lab.figures.interpolation import LatentInterpolation
 from ae_lab.figures.kl_per_unit import KLPerUnit
 from ae_lab.figures.latent_space import LatentSpace
+from ae_lab.figures.projector import Projector
 from ae_lab.figures.reconstructions import Reconstructions
-from ae_lab.figures.samples import PriorSamples
+from ae_lab.figures.samples import Samples
 from ae_lab.figures.subspace import PrincipalDirections
+from ae_lab.figures.traversals import Traversals
 from ae_lab.figures.weight_product import WeightProduct
 
 __all__ = [
@@ -20,7 +22,9 @@ __all__ = [
     "LatentInterpolation",
     "LatentSpace",
     "PrincipalDirections",
-    "PriorSamples",
+    "Projector",
     "Reconstructions",
+    "Samples",
+    "Traversals",
     "WeightProduct",
 ]

@@ -19,6 +19,7 @@ from ae_lab.run.evaluate import (
     Metrics,
     draw_figures,
     evaluate_weights,
+    latent_metrics,
     pca_metrics,
     write_metrics,
 )
@@ -46,8 +47,11 @@ def evaluate_checkpoint(cfg: DictConfig) -> Metrics:
         stopped=lambda signum: "stopped; nothing was written but the figures drawn so far.",
     )  # fmt: skip
     if trainer.is_global_zero:
-        figures = draw_figures(trainer.callbacks, model, datamodule, output_dir / "figures")
+        board = output_dir / "tensorboard"  # the Projector's embedding
+        figures = draw_figures(trainer.callbacks, model, datamodule, output_dir / "figures", board)
         metrics.update(pca_metrics(model, datamodule))  # PCA beside the model: its reference
+        seed = run_cfg.get("seed") or 0
+        metrics.update(latent_metrics(run_cfg.get("measures"), model, datamodule, seed))
         write_metrics(output_dir, metrics)
         log.info("eval: %d figures in %s", len(figures), output_dir / "figures")
     return metrics

@@ -37,11 +37,13 @@ MOVED_TARGETS = {
             "KLPerUnit",
             "LatentInterpolation",
             "LatentSpace",
-            "PriorSamples",
             "Reconstructions",
             "WeightProduct",
         )
     },
+    # prior samples became the samples of every model (a fitted density's, and the prior's)
+    "ae_lab.callbacks.PriorSamples": "ae_lab.figures.Samples",
+    "ae_lab.figures.PriorSamples": "ae_lab.figures.Samples",
     "ae_lab.callbacks.ResumableCheckpoint": "ae_lab.run.callbacks.ResumableCheckpoint",
     "ae_lab.tb_logger.TensorBoardLogger": "lightning.pytorch.loggers.TensorBoardLogger",
 }

@@ -8,6 +8,8 @@ same ``metrics.json``.
 * :func:`pca_metrics` gives each model a reference: PCA's test error with as many components as
   latent units (``test/pca_recon``), and for a linear model with a bottleneck the largest principal
   angle between its decoder's span and the principal subspace (``test/subspace_angle``).
+* :func:`latent_metrics` adds the latent-space measures the run's ``measures:`` settings ask for
+  (probes on the codes, anomaly AUROCs: :mod:`ae_lab.latent.measures`).
 * :func:`draw_figures` draws every figure callback that applies to the model.
 * ``eval.py``'s task (:mod:`ae_lab.run.eval_checkpoint`) uses both on a checkpoint.
 """
@@ -23,12 +25,15 @@ from typing import Any
 
 import lightning as L
 import torch
+from hydra.utils import instantiate
 from lightning.pytorch.utilities.seed import isolate_rng
 
 from ae_lab import atomic
 from ae_lab.errors import RunFailed
 from ae_lab.figures.base import FigureCallback, save_figures
+from ae_lab.figures.projector import write_projectors
 from ae_lab.figures.subspace import has_bottleneck, split_images, subspace_angle, training_pca
+from ae_lab.latent.measures import Measures
 from ae_lab.layout import METRICS_FILE
 from ae_lab.models.pca import pca_reconstruction_error
 from ae_lab.run.stopping import signals_end_the_run
@@ -99,6 +104,14 @@ def pca_metrics(model: L.LightningModule, datamodule: Any) -> Metrics:
     return _numbers(metrics)
 
 
+def latent_metrics(settings: Any, model: L.LightningModule, datamodule: Any, seed: int) -> Metrics:
+    """The latent-space measures of ``model`` (docs/eval.md) that the run's ``measures`` settings
+    (a config of :class:`~ae_lab.latent.measures.Measures`) ask for; their defaults for a run
+    saved without them."""
+    measures = instantiate(settings) if settings else Measures()
+    return _numbers(measures(model, datamodule, seed=seed))
+
+
 def _numbers(metrics: Mapping[str, Any]) -> Metrics:
     out: Metrics = {}
     for key, value in metrics.items():
@@ -120,12 +133,19 @@ def write_metrics(output_dir: Path, metrics: Metrics) -> None:
 
 
 def draw_figures(
-    callbacks: list[L.Callback], model: L.LightningModule, datamodule: Any, folder: Path
+    callbacks: list[L.Callback],
+    model: L.LightningModule,
+    datamodule: Any,
+    folder: Path,
+    tensorboard: Path | None = None,
 ) -> list[Path]:
-    """Every figure of ``callbacks`` that applies to ``model``, as files in ``folder/<name>/``."""
+    """Every figure of ``callbacks`` that applies to ``model``, as files in ``folder/<name>/``;
+    the Projector's embedding into the TensorBoard folder ``tensorboard`` when one is given."""
     written = []
     for callback in callbacks:
         if isinstance(callback, FigureCallback) and callback.applies_to(model):
             rendered = callback.draw(model, datamodule)
             written += save_figures(rendered, folder / callback.name, callback.frame_ms)
+    if tensorboard is not None:
+        write_projectors(callbacks, model, datamodule, tensorboard)
     return written
