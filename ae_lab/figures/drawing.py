@@ -7,15 +7,17 @@ PNG/GIF files and log to TensorBoard.
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 from collections.abc import Sequence
 
 import numpy as np
 import torch
+from matplotlib import font_manager
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 from torchvision.utils import make_grid
 
 Array = np.ndarray
@@ -155,28 +157,6 @@ def latent_scatter(
     return figure_to_array(fig)
 
 
-def kl_per_unit_figure(kl: Array, active: Array, threshold: float = 0.01) -> Array:
-    """Bars of the mean KL (nats) of each latent unit, in unit order, coloured by whether the unit
-    is active by Burda's criterion (``active``: the variance of its posterior mean over the images
-    exceeds ``threshold``); inactive units have collapsed onto the prior."""
-    units = np.arange(len(kl))
-    fig = Figure(figsize=(min(12.0, max(5.0, 0.12 * len(kl) + 2)), 3.6), dpi=100)
-    ax = fig.subplots()
-    ax.bar(units[active], kl[active], width=0.8, color="tab:blue", label="active")
-    ax.bar(units[~active], kl[~active], width=0.8, color="tab:red", label="inactive")
-    ax.set_xlabel("latent unit")
-    ax.set_ylabel("KL(q(z_u|x) || p(z_u)), nats")
-    ax.set_title(
-        f"KL per latent unit: {kl.sum():.2f} nats in all\n{int(active.sum())} of {len(kl)} units "
-        f"active (Var_x E[z_u|x] > {threshold})",
-        fontsize=10,
-    )
-    ax.set_xlim(-0.8, len(kl) - 0.2)
-    ax.legend(loc="upper right", fontsize=8)
-    fig.tight_layout()
-    return figure_to_array(fig)
-
-
 def principal_axes(codes: Array) -> tuple[Array, str, tuple[str, str]]:
     """Codes projected on their first two principal components (or as they are, if 2-D), with a
     title and the axes' names."""
@@ -242,3 +222,31 @@ def fit_width(image: Array, width: int) -> Array:
         return image
     height = max(1, round(image.shape[0] * width / image.shape[1]))
     return np.asarray(Image.fromarray(image).resize((width, height), Image.Resampling.BOX))
+
+
+@functools.lru_cache(maxsize=8)
+def label_font(size: int) -> ImageFont.FreeTypeFont:
+    """matplotlib's own sans-serif (DejaVu Sans, shipped with it) at ``size`` pixels, so labels
+    drawn onto images match the figures' text on every machine."""
+    return ImageFont.truetype(
+        font_manager.findfont(font_manager.FontProperties(family="DejaVu Sans")), size
+    )
+
+
+def label_rows(image: Array, labels: Sequence[str], size: int | None = None) -> Array:
+    """``image`` with a white margin on its left naming its rows: its height is split evenly
+    between ``labels``, each drawn right-aligned beside the middle of its row (a mosaic's "input"
+    and "reconstruction" rows). ``size``: the font's pixels; None: from the rows' height."""
+    if not labels:
+        raise ValueError("at least one label")
+    height, width = image.shape[:2]
+    row = height / len(labels)
+    font = label_font(size or int(np.clip(0.42 * row, 10, 28)))
+    pad = max(4, font.size // 2)
+    margin = math.ceil(max(font.getlength(text) for text in labels)) + 2 * pad
+    canvas = Image.new("RGB", (margin + width, height), "white")
+    canvas.paste(Image.fromarray(image).convert("RGB"), (margin, 0))
+    draw = ImageDraw.Draw(canvas)
+    for i, text in enumerate(labels):
+        draw.text((margin - pad, (i + 0.5) * row), text, fill=(40, 40, 40), font=font, anchor="rm")
+    return np.array(canvas)

@@ -1,4 +1,4 @@
-"""Validation images above their reconstructions."""
+"""Validation images above their reconstructions, each row named on its left."""
 
 from __future__ import annotations
 
@@ -7,6 +7,9 @@ import torch
 from ae_lab.figures import drawing
 from ae_lab.figures.base import FigureCallback, Rendered
 
+#: The mosaic's rows, top to bottom.
+ROWS = ("input", "reconstruction")
+
 
 class Reconstructions(FigureCallback):
     name = "reconstructions"
@@ -14,4 +17,5 @@ class Reconstructions(FigureCallback):
     def render(self, model, data) -> Rendered:
         images, _ = self.examples(model, data)
         both = torch.cat([images, model.reconstruct(images)])
-        return {"reconstructions": drawing.image_grid(both, nrow=len(images))}
+        grid = drawing.image_grid(both, nrow=len(images))
+        return {"reconstructions": drawing.label_rows(grid, ROWS)}
