@@ -125,7 +125,9 @@ def shipped_compositions() -> list[list[str]]:
     of each model part (with the denoising model, which takes every part)."""
     found = [[], ["seed=null"]]
     for group in sorted(p for p in CONF.iterdir() if p.is_dir() and p.name != "hydra"):
-        found += [[f"{group.name}={p.stem}"] for p in sorted(group.glob("*.yaml"))]
+        # conf/bakeoff/: the models of experiment=bakeoff, a choice inside that preset
+        inside = ["experiment=bakeoff"] if group.name == "bakeoff" else []
+        found += [[*inside, f"{group.name}={p.stem}"] for p in sorted(group.glob("*.yaml"))]
     for part in sorted(p for p in (CONF / "model").iterdir() if p.is_dir()):
         found += [
             ["model=denoising_ae", f"model/{part.name}={p.stem}"]

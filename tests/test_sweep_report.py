@@ -8,9 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
-from ae_lab.figures.drawing import image_grid
-from ae_lab.figures.report import NUM_IMAGES
-from ae_lab.layout import STRIP
+from ae_lab.figures.drawing import image_grid, principal_axes
+from ae_lab.figures.report import MAP_IMAGES, NUM_IMAGES, PAIRS
+from ae_lab.layout import CODE_MAP, INTERPOLATION, SAMPLES, STRIP
 from ae_lab.models import Autoencoder
 from ae_lab.run.build import build
 from ae_lab.run.train import run
@@ -119,8 +119,10 @@ def test_write_report_reads_each_job_s_strip_and_says_which_have_none(tmp_path):
     assert grey.sum() > 1000
 
 
-def test_each_run_writes_the_strip_of_the_weights_it_evaluated(compose, mnist_root, tmp_path):
-    """The best checkpoint's weights, which trainer.validate/test(ckpt_path="best") load into the
+def test_each_run_writes_its_report_files_from_the_weights_it_evaluated(
+    compose, mnist_root, tmp_path
+):
+    """The strip, the code map, the interpolation and the samples. The best checkpoint's weights, which trainer.validate/test(ckpt_path="best") load into the
     model: ranked here by the *highest* val/loss, so that the best is not the last epoch."""
     cfg = compose(["model=ae", "callbacks=none", f"data.root={mnist_root}",
                    "callbacks.model_checkpoint.mode=max", *TINY_RUN[:8],
@@ -143,12 +145,29 @@ def test_each_run_writes_the_strip_of_the_weights_it_evaluated(compose, mnist_ro
     np.testing.assert_array_equal(written, strip_of(best))
     assert not np.array_equal(written, strip_of("last.ckpt"))
 
+    # the rest of the run's part of report.md, from the same weights
+    model = Autoencoder.load_from_checkpoint(run_dir / "checkpoints" / best).eval()
+    with np.load(run_dir / CODE_MAP) as saved:
+        coords, labels = saved["coords"], saved["labels"]
+        assert str(saved["method"]) == "PCA" and list(saved["class_names"]) == list(
+            data.class_names
+        )
+    test_images, test_labels = data.sample_batch(MAP_IMAGES, split="test", seed=0)
+    with torch.no_grad():
+        codes = model.encode(test_images).double().numpy()
+    np.testing.assert_array_equal(labels, test_labels.numpy())
+    np.testing.assert_allclose(np.abs(coords), np.abs(principal_axes(codes)[0]), atol=1e-3)
+    with Image.open(run_dir / INTERPOLATION) as image:  # 4 rows: image, 10 steps, image; 2x
+        assert image.size == (2 * (12 * 30 + 2), 2 * (PAIRS * 30 + 2))
+    with Image.open(run_dir / SAMPLES) as image:
+        assert np.asarray(image.convert("L")).std() > 5  # decoded samples under their title
+
 
 def test_the_figure_shortens_the_long_numbers_of_a_search_the_table_keeps_them():
     drawn = (
         "model.optimizer.lr=0.0012520653814999472 model.beta=2.5 model.latent_dim=16 x=1.23456e-05"
     )
-    assert sweep_report._short_numbers(drawn) == (
+    assert sweep_report.short_numbers(drawn) == (
         "model.optimizer.lr=0.001252 model.beta=2.5 model.latent_dim=16 x=1.235e-05"
     )
     row = {**FINISHED, "overrides": "model.optimizer.lr=0.0012520653814999472"}

@@ -89,6 +89,6 @@ def jacobian_frobenius_sq(
     encoder: nn.Module, x: torch.Tensor, outputs: slice = slice(None)
 ) -> torch.Tensor:
     """Mean over the batch of ``||d encoder(x)[outputs] / dx||_F^2``."""
-    if isinstance(encoder, MLPEncoder):
+    if isinstance(encoder, MLPEncoder) and encoder.mlp.is_plain:  # (no batch norm, no code act.)
         return _mlp_jacobian_frobenius_sq(encoder, x, outputs)
     return _generic_jacobian_frobenius_sq(encoder, x, outputs)

@@ -71,7 +71,8 @@ class KLSparsityPenalty(Penalty):
 
     The formulation needs activations in (0, 1), so for the penalty the code is squashed with a
     sigmoid: ``ρ̂_j = mean over the batch of sigmoid(z_j)``, clamped into ``(eps, 1 - eps)``. The
-    code the decoder sees is unchanged. The value is ``Σ_j KL(ρ ‖ ρ̂_j) = Σ_j [ρ log(ρ / ρ̂_j) +
+    code the decoder sees is unchanged. ``squash=False`` reads a code already in (0, 1) as it is
+    (a net whose code activation is a sigmoid, as ae_bakeoff's sparse model). The value is ``Σ_j KL(ρ ‖ ρ̂_j) = Σ_j [ρ log(ρ / ρ̂_j) +
     (1 - ρ) log((1 - ρ) / (1 - ρ̂_j))]``, summed over the code units like the other penalties.
     Reduction: it is a per-batch quantity, not a mean of per-image values: the batch enters only
     through ``ρ̂`` (so it does not grow with the batch size; a batch of one image gives the
@@ -81,15 +82,17 @@ class KLSparsityPenalty(Penalty):
     name = "kl_sparsity"
     eps = 1e-6
 
-    def __init__(self, weight: float = 1.0, target: float = 0.05) -> None:
+    def __init__(self, weight: float = 1.0, target: float = 0.05, squash: bool = True) -> None:
         super().__init__(weight)
         if not 0 < target < 1:
             raise ValueError(f"model.penalty.target must be in (0, 1), got {target}")
         self.target = float(target)
+        self.squash = bool(squash)
 
     def mean_activation(self, code: torch.Tensor) -> torch.Tensor:
-        """``ρ̂``: each unit's mean sigmoid activation over the batch, ``(units,)``, in float32."""
-        rho_hat = torch.sigmoid(code.float().flatten(1)).mean(dim=0)
+        """``ρ̂``: each unit's mean (sigmoid) activation over the batch, ``(units,)``, in float32."""
+        code = code.float().flatten(1)
+        rho_hat = (torch.sigmoid(code) if self.squash else code).mean(dim=0)
         return rho_hat.clamp(self.eps, 1 - self.eps)
 
     def value(self, encoder, x_in, code, code_outputs) -> torch.Tensor:
@@ -101,4 +104,7 @@ class KLSparsityPenalty(Penalty):
         return {"mean_activation": self.mean_activation(code.detach()).mean()}
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(weight={self.weight}, target={self.target})"
+        return (
+            f"{type(self).__name__}(weight={self.weight}, target={self.target}, "
+            f"squash={self.squash})"
+        )

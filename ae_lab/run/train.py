@@ -24,7 +24,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig
 
 from ae_lab.errors import RunFailed
-from ae_lab.figures.report import write_reconstructions
+from ae_lab.figures.report import write_job_report
 from ae_lab.run import denormals, parallel, stopping
 from ae_lab.run import tensorboard as tb
 from ae_lab.run.build import (
@@ -37,7 +37,7 @@ from ae_lab.run.build import (
 )
 from ae_lab.run.checkpoints import check_checkpoint, check_exclusive, load_weights, read_checkpoint
 from ae_lab.run.checks import check_config, check_validation_interval
-from ae_lab.run.evaluate import evaluate_weights, pca_metrics, write_metrics
+from ae_lab.run.evaluate import evaluate_weights, latent_metrics, pca_metrics, write_metrics
 from ae_lab.run.resume import check_hyperparameters, check_resume
 from ae_lab.run.run_dir import refuse_to_overwrite
 
@@ -107,12 +107,14 @@ def run(cfg: DictConfig) -> dict[str, float | None]:
     )  # fmt: skip
     if trainer.is_global_zero:
         metrics.update(pca_metrics(model, datamodule))  # PCA beside the model: its reference
+        metrics.update(latent_metrics(cfg.get("measures"), model, datamodule, cfg.get("seed") or 0))
         write_metrics(output_dir, metrics)
-        write_reconstructions(model, datamodule, output_dir)  # the evaluated weights
+        write_job_report(model, datamodule, output_dir)  # the evaluated weights, for report.md
         if board is not None:
             params = tb.hparams(cfg, overrides, choices)
             tags = tb.final_metric_tags(metrics)
-            tb.write_hparams(board, params, tags, step=trainer.global_step)
+            session = tb.session(cfg, overrides)  # its row's name; a sweep's job: no columns
+            tb.write_hparams(board.get_logdir(), params, tags, trainer.global_step, **session)
             board.flush()
     return metrics
 

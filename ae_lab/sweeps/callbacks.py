@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from ae_lab.errors import Failure, RunFailed, exit_with
 from ae_lab.run import parallel, run_dir
-from ae_lab.sweeps import report
+from ae_lab.sweeps import report, report_md
 from ae_lab.sweeps.summary import COMPLETED, write_summary
 
 #: Hydra's joblib launcher (hydra-joblib-launcher), and the lab's in its place
@@ -125,15 +125,18 @@ class SupervisedJobs(_Stopping):
 
 
 def summarise(sweep_dir: Path, key_metric: str | None = None) -> list[dict[str, Any]]:
-    """Write the sweep's ``summary.csv``/``.json``/``.md`` and report figure
-    (:mod:`ae_lab.sweeps.report`), say where they are, and return the summary's rows."""
+    """Write the sweep's ``summary.csv``/``.json``/``.md``, report figure
+    (:mod:`ae_lab.sweeps.report`) and ``report.md`` (:mod:`ae_lab.sweeps.report_md`), say where
+    they are, and return the summary's rows."""
     rows = write_summary(sweep_dir, key_metric)
     if rows:
         figure = report.write_report(sweep_dir, rows, key_metric)
+        page = report_md.write_markdown_report(sweep_dir, rows, key_metric)
         print(
             f"sweep of {len(rows)} jobs: {sweep_dir}\n"
             f"  table:  {sweep_dir / report.TABLE} (also summary.csv, summary.json)\n"
-            f"  report: {figure}",
+            f"  report: {figure}\n"
+            f"  page:   {page} (the table, figures and code maps; read it on GitHub or locally)",
             flush=True,
         )
     return rows
@@ -149,6 +152,9 @@ class SweepSummary(_Stopping):
 
     @staticmethod
     def _summarise(sweep_dir: Path, key_metric: str | None = None) -> None:
+        from ae_lab.run.tensorboard_hparams import write_sweep_hparams  # torch: once it ends
+
+        write_sweep_hparams(sweep_dir)  # HParams' columns: every job's settings and metrics
         rows = summarise(sweep_dir, key_metric)
         failed = [row for row in rows if row["status"] != COMPLETED]
         if failed:

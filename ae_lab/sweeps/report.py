@@ -6,7 +6,7 @@ seed=0)``) above their reconstructions by the job's evaluated weights. After the
 :func:`write_report` stacks them into the sweep's ``report.png``, one row per job labelled with its
 overrides and its key metric (:func:`report_figure`), and :func:`markdown_table` gives the summary
 as ``summary.md``, a table to paste into a paper draft. Failed jobs have a row in both, with their
-error.
+error. The page that gathers it all, ``report.md``, is :mod:`ae_lab.sweeps.report_md`'s.
 
 Drawing the report needs only NumPy and Pillow (and matplotlib's bundled font): the sweep's own
 process, which under a parallel launcher never ran a job, does not import torch for it.
@@ -46,11 +46,17 @@ TABLE_METRICS = (
     "test/psnr",
     "test/ssim",
     "test/identity_error",
+    "test/probe_linear",
+    "test/probe_linear_550",
+    "test/probe_knn",
+    "test/anomaly_auroc",
+    "test/anomaly_auroc_nll",
 )
 
 
 # ---- text ----------------------------------------------------------------------------------------
-def _number(value: Any) -> str:
+def format_number(value: Any) -> str:
+    """A metric's value in a table: 4 significant digits; empty for none."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return "" if value is None else str(value)
     if math.isnan(value):
@@ -58,7 +64,8 @@ def _number(value: Any) -> str:
     return f"{value:.4g}"
 
 
-def _cell(text: str) -> str:
+def cell(text: str) -> str:
+    """``text`` safe in a Markdown table cell (no pipe or line break to break the row)."""
     return text.replace("|", "\\|").replace("\n", " ")
 
 
@@ -66,7 +73,7 @@ def _finished(row: Row) -> bool:
     return row.get("status") == COMPLETED
 
 
-def _outcome(row: Row) -> str:
+def outcome(row: Row) -> str:
     """``completed``, or the status and the error of a job that did not finish."""
     status = str(row.get("status") or "no result")
     return f"{status}: {row['error']}" if not _finished(row) and row.get("error") else status
@@ -93,9 +100,9 @@ def markdown_table(rows: Sequence[Row], key_metric: str | None = None) -> str:
     header = ["job", "overrides", "status", *metrics]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row, overrides in zip(rows, own, strict=True):
-        cells = [str(row.get("job", "")), f"`{overrides}`" if overrides else "", _outcome(row)]
-        cells += [_number(row.get(m)) for m in metrics]
-        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+        cells = [str(row.get("job", "")), f"`{overrides}`" if overrides else "", outcome(row)]
+        cells += [format_number(row.get(m)) for m in metrics]
+        lines.append("| " + " | ".join(cell(c) for c in cells) + " |")
     if shared:
         lines += ["", f"Every job: `{shared}`"]
     return "\n".join(lines) + "\n"
@@ -107,9 +114,9 @@ def row_label(row: Row, key_metric: str, overrides: str | None = None) -> str:
     overrides = row.get("overrides") if overrides is None else overrides
     label = f"job {row.get('job', '?')}: {overrides or '(no overrides)'}"
     if not _finished(row):
-        return f"{label}  ·  {_outcome(row)}"
+        return f"{label}  ·  {outcome(row)}"
     value = row.get(key_metric)
-    return f"{label}  ·  {key_metric} {_number(value) if value is not None else 'n/a'}"
+    return f"{label}  ·  {key_metric} {format_number(value) if value is not None else 'n/a'}"
 
 
 # ---- the figure ----------------------------------------------------------------------------------
@@ -139,7 +146,7 @@ def _wrap(text: str, font: Any, width: int) -> list[str]:
         columns -= 4
 
 
-def _short_numbers(overrides: str) -> str:
+def short_numbers(overrides: str) -> str:
     """``lr=0.0012520653814999472`` as ``lr=0.001252``: a figure needs 4 digits of the values an
     Optuna search draws (summary.csv/.json/.md keep them all)."""
     return re.sub(r"(?<==)-?\d+\.\d{5,}(?:e[-+]?\d+)?\b", lambda m: f"{float(m[0]):.4g}", overrides)
@@ -165,10 +172,10 @@ def report_figure(
     text_width = width - 2 * MARGIN
     shared, own = split_overrides(rows)
     heading = _wrap(title, bold, text_width) if title else []
-    note = _wrap(f"Every job: {_short_numbers(shared)}", font, text_width) if shared else []
+    note = _wrap(f"Every job: {short_numbers(shared)}", font, text_width) if shared else []
     labels = [  # (a metric and its value on one line: joined by a no-break space)
         _wrap(
-            row_label(row, key_metric, _short_numbers(overrides)).replace(
+            row_label(row, key_metric, short_numbers(overrides)).replace(
                 f"{key_metric} ", f"{key_metric}\N{NO-BREAK SPACE}"
             ),
             font,

@@ -86,3 +86,13 @@ def test_a_target_outside_0_1_is_refused_before_training(compose, target):
     cfg = compose(["model/penalty=kl_sparsity", f"model.penalty.target={target}"])
     with pytest.raises(Exception, match=f"model.penalty.target={target}: must be > 0 and < 1"):
         check_config(cfg)
+
+
+def test_without_squash_the_penalty_reads_a_code_already_in_0_1():
+    """ae_bakeoff's sparse code is sigmoid(h) itself: squashing it again would push the wrong
+    quantity. With squash=False, a code whose units average the target costs nothing."""
+    code = torch.full((8, 5), 0.25)
+    assert KLSparsityPenalty(target=0.25, squash=False).value(None, None, code, None) < 1e-6
+    squashed = KLSparsityPenalty(target=0.25, squash=True)
+    assert squashed.value(None, None, code, None) > 0.01  # sigmoid(0.25) = 0.56, far from 0.25
+    torch.testing.assert_close(squashed.mean_activation(code), torch.sigmoid(code).mean(0))

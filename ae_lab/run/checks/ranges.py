@@ -95,6 +95,8 @@ RULES: dict[str, Range] = {
     "data.test_fraction": FRACTION,
     "data.cache_workers": AT_LEAST_1,
     "data.crop": AT_LEAST_1,
+    "data.holdout_class": AT_LEAST_0,  # below the dataset's class count: its constructor says
+    "data.pad_to": Range(1, 128),  # px a side; every split is held padded in memory
     "model.latent_dim": Range(1, special={None: "as wide as the input"}),
     "model.net.hidden_dims.*": AT_LEAST_1,
     "model.net.channels.*": AT_LEAST_1,
@@ -105,12 +107,19 @@ RULES: dict[str, Range] = {
     "model.nll_samples": AT_LEAST_1,
     "model.beta": AT_LEAST_0,
     "model.warmup_steps": AT_LEAST_0,
+    "model.codebook_size": Range(2),
+    "model.codebook_dim": Range(1, special={None: "the whole code is one vector"}),
+    "model.commitment": AT_LEAST_0,
+    "model.ema": Range(0, 1, True, True, special={None: "the codebook learned by gradient"}),
+    "model.dead_code_steps": Range(1, special={None: "never restart"}),
     "model.corruption.p": PROBABILITY,
     "model.corruption.std": AT_LEAST_0,
     "model.optimizer.lr": POSITIVE,
     "model.optimizer.weight_decay": AT_LEAST_0,
     "model.optimizer.momentum": AT_LEAST_0,
     "model.scheduler.max_lr": POSITIVE,
+    "measures.probe_labels": Range(2, 60_000),  # at most the codes a split gives
+    "measures.knn_k": Range(1, 1000),
     "callbacks.*.every_n_epochs": Range(1, special={None: "about 10 draws over the run"}),
     # Figures are held in memory whole and drawn between epochs: sizes a figure can show, and
     # that a full-size face image still fits (a GIF of 2*steps frames of a grid x grid mosaic)
@@ -122,6 +131,13 @@ RULES: dict[str, Range] = {
     "callbacks.latent_interpolation.frame_ms": Range(1, 10_000),
     "callbacks.latent_space.manifold_size": Range(2, 40),
     "callbacks.filters.num_units": Range(1, 1024),
+    "callbacks.samples.components": Range(1, 100),  # each refitted at every draw
+    "callbacks.samples.num_codes": Range(2, 60_000),  # a split is encoded once a draw
+    "callbacks.samples.max_iter": Range(1, 1000),
+    "callbacks.projector.thumbnail": Range(8, 256),  # px a side; the sprite stays <= 8192 px
+    "callbacks.traversals.num_units": Range(1, 32),
+    "callbacks.traversals.steps": Range(2, 25),
+    "callbacks.traversals.frame_ms": Range(1, 10_000),
     "callbacks.model_checkpoint.save_top_k": Range(0, special={-1: "all"}),
     "trainer.max_epochs": Range(1, special=NO_LIMIT),
     "trainer.max_steps": Range(1, special=NO_LIMIT),
