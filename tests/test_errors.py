@@ -152,7 +152,7 @@ def test_hydra_config_errors_are_one_line_with_the_valid_choices(monkeypatch, ca
     for overrides, expected in [
         (["data.batch_sise=4"], "Key 'batch_sise' is not in struct. Did you mean batch_size?"),
         (["model=nope"], "Could not find 'model/nope'. Available options in 'model': ae, "),
-        (["experiment=vae_mnsit"], "Available options in 'experiment': cnn_ae_anime, "),
+        (["experiment=vae_mnsit"], "Available options in 'experiment': bakeoff, cnn_ae_anime, "),
     ]:
         with pytest.raises(SystemExit) as exited:
             cli.main(compose(*overrides))

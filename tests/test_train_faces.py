@@ -78,9 +78,14 @@ def test_full_size_celeba_reconstructs_at_218_by_178(compose, tmp_path):
     with Image.open(
         run_dir / "figures" / "reconstructions" / "reconstructions_epoch000.png"
     ) as image:
-        # the validation images in a row above their reconstructions, 2-pixel padding
+        # the validation images in a row above their reconstructions, 2-pixel padding, after a
+        # white margin naming the rows ("input", "reconstruction")
         shown = min(16, partition_sizes(24)[1])
-        assert image.size == (shown * (178 + 2) + 2, 2 * (218 + 2) + 2)
+        grid_width = shown * (178 + 2) + 2
+        assert image.size[1] == 2 * (218 + 2) + 2
+        margin = image.size[0] - grid_width
+        assert 40 < margin < 300
+        assert image.crop((0, 0, 10, image.size[1])).convert("L").getextrema()[0] > 200
 
 
 def test_a_folder_of_bad_files_trains_and_reports_what_it_skipped(compose, tmp_path, caplog):
