@@ -114,7 +114,11 @@ def test_each_model_is_built_as_ae_bakeoff_builds_it(compose, name):
 def test_the_data_are_padded_to_32_and_split_as_ae_bakeoff_splits_them(compose):
     root = SHARED_DATA / "fashion-mnist"
     if not (root / "FashionMNIST" / "raw").is_dir():
-        pytest.skip(f"real Fashion-MNIST not found in {root}")
+        pytest.skip(
+            f"real Fashion-MNIST not found in {root}: download it once with `.venv/bin/python -c "
+            "\"import torchvision; torchvision.datasets.FashionMNIST('DIR', download=True)\"` "
+            "and put DIR there"
+        )
     cfg = compose(["experiment=bakeoff", "data=fashion_mnist", f"data.root={root}"])
     data = build(cfg.data, "data")
     data.setup()
