@@ -23,7 +23,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.tensorboard import SummaryWriter
 
 from ae_lab.figures.base import FigureCallback, Rendered
-from ae_lab.latent.codes import MAX_FLOATS, encode_images
+from ae_lab.latent.codes import encode_images, sample_images
 
 log = logging.getLogger(__name__)
 
@@ -96,10 +96,7 @@ class Projector(FigureCallback):
         """The validation images (float, CPU) and their labels: ``num_points`` of them chosen by
         ``seed``, fewer where the split is smaller or they would exceed the float budget of
         :mod:`ae_lab.latent.codes`."""
-        n = min(self.num_points, data.split_size("val"))
-        n = max(1, min(n, MAX_FLOATS // math.prod(data.image_shape)))
-        images, labels = data.sample_batch(n, split="val", seed=self.seed)
-        return images, torch.as_tensor(labels).long().cpu()
+        return sample_images(data, "val", self.num_points, self.seed)
 
 
 def label_metadata(

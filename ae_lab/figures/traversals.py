@@ -27,7 +27,7 @@ from matplotlib.figure import Figure
 
 from ae_lab.figures import drawing
 from ae_lab.figures.base import FigureCallback, Rendered, checked, chunk_size, decode_all
-from ae_lab.latent.codes import MAX_FLOATS, encode_images
+from ae_lab.latent.codes import encode_images, sample_images
 
 #: the sweep's ends: these quantiles of the prior (a VAE) or of the unit's validation codes (an AE)
 LEVELS = (0.05, 0.95)
@@ -156,9 +156,7 @@ class Traversals(FigureCallback):
 
     def plan(self, model, data) -> Traversal:
         """Which units, which values, around which code: from the seeded validation images."""
-        pixels = math.prod(data.image_shape)
-        n = max(1, min(self.num_points, data.split_size("val"), MAX_FLOATS // pixels))
-        images, _ = data.sample_batch(n, split="val", seed=self.seed)
+        images, _ = sample_images(data, "val", self.num_points, self.seed)
         codes = encode_images(model, images)
         prior = bool(model.supports.prior)
         if prior:

@@ -15,14 +15,13 @@ every image of class K scores above every other image, 0.5 for a score blind to 
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable
 from typing import Any
 
 import torch
 from torchmetrics.functional.classification import binary_auroc
 
-from ae_lab.latent.codes import MAX_FLOATS, MAX_IMAGES
+from ae_lab.latent.codes import MAX_IMAGES, sample_images
 from ae_lab.models.evaluation import importance_sampled_log_likelihood
 from ae_lab.models.losses import reconstruction_error_per_example
 
@@ -51,10 +50,7 @@ def auroc(scores: torch.Tensor, anomalous: torch.Tensor) -> float:
 def scored_images(data: Any, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """The test images and labels the scores are computed on: every test image, or a seeded
     sample within :mod:`~ae_lab.latent.codes`'s limits (as the codes are)."""
-    n = min(data.split_size("test"), MAX_IMAGES)
-    n = max(1, min(n, MAX_FLOATS // math.prod(data.image_shape)))
-    images, labels = data.sample_batch(n, split="test", seed=seed)
-    return images, torch.as_tensor(labels).long().cpu()
+    return sample_images(data, "test", MAX_IMAGES, seed)
 
 
 def per_image(

@@ -49,15 +49,23 @@ def encode_images(model, images: torch.Tensor, chunk: int = CHUNK) -> torch.Tens
         model.train(was_training)
 
 
-def split_codes(model, data, split: str, limit: int | None = MAX_IMAGES, seed: int = 0) -> Codes:
-    """The codes and labels of ``split``: every image, or ``limit`` of them chosen by ``seed``
-    (``data.sample_batch``'s seeded order, so the same arguments give the same images), and never
-    more than :data:`MAX_FLOATS` pixel values' worth of images."""
+def sample_images(
+    data, split: str, limit: int | None = MAX_IMAGES, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The float images (CPU) and int64 labels of ``split``: every image, or ``limit`` of them
+    chosen by ``seed`` (``data.sample_batch``'s seeded order, so the same arguments give the same
+    images), and never more than :data:`MAX_FLOATS` pixel values' worth of images."""
     total = data.split_size(split)
     n = total if limit is None else min(total, int(limit))
     n = max(1, min(n, MAX_FLOATS // math.prod(data.image_shape)))
     images, labels = data.sample_batch(n, split=split, seed=seed)
-    return Codes(encode_images(model, images), torch.as_tensor(labels).long().cpu())
+    return images, torch.as_tensor(labels).long().cpu()
+
+
+def split_codes(model, data, split: str, limit: int | None = MAX_IMAGES, seed: int = 0) -> Codes:
+    """The codes and labels of :func:`sample_images` ``(data, split, limit, seed)``."""
+    images, labels = sample_images(data, split, limit, seed)
+    return Codes(encode_images(model, images), labels)
 
 
 def _device_and_dtype(model) -> tuple[torch.device, torch.dtype]:
