@@ -10,7 +10,7 @@
   is) with their labels and class names.
 
 The sweep's own process never imports torch: :mod:`ae_lab.sweeps.report` stacks the strips into
-``report.png`` and :mod:`ae_lab.sweeps.markdown` links the rest and draws the code maps from the
+``report.png`` and :mod:`ae_lab.sweeps.report_md` links the rest and draws the code maps from the
 ``.npz`` files into ``report.md``.
 """
 
