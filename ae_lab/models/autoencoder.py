@@ -142,7 +142,7 @@ class Autoencoder(L.LightningModule):
         )
         self.optimizer_factory = build(optimizer)
         self.scheduler_factory = build(scheduler)
-        self.metrics = evaluation_metrics(self.input_shape, self.latent_dim, self.supports.prior)
+        self.metrics = evaluation_metrics(self.latent_dim, self.supports.prior)
         if self.supports.quantized:
             self.metrics.update(codebook_metrics(self.bottleneck.entries))
         # the epoch's summed training loss and image count (reset at each epoch's start)

@@ -88,21 +88,18 @@ class ActiveUnits(Metric):
         return (self.variances() > self.threshold).sum().float()
 
 
-def evaluation_metrics(
-    input_shape: tuple[int, ...], latent_dim: int, prior: bool
-) -> torch.nn.ModuleDict:
+def evaluation_metrics(latent_dim: int, prior: bool) -> torch.nn.ModuleDict:
     """The model's epoch metrics: PSNR and SSIM of the deterministic reconstruction against the
     input for validation and test (``val_psnr``...), and for a model with a prior the active
     units of the test set (``test_active_units``)."""
-    from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
+    from torchmetrics.image import PeakSignalNoiseRatio
+
+    from ae_lab.models.ssim import SSIM
 
     metrics: dict[str, torch.nn.Module] = {}
-    kernel = min(11, (min(input_shape[1:]) - 1) | 1)  # SSIM's window fits the image
     for stage in ("val", "test"):
         metrics[f"{stage}_psnr"] = PeakSignalNoiseRatio(data_range=1.0)
-        metrics[f"{stage}_ssim"] = StructuralSimilarityIndexMeasure(
-            data_range=1.0, kernel_size=kernel
-        )
+        metrics[f"{stage}_ssim"] = SSIM(data_range=1.0)
     if prior:
         metrics["test_active_units"] = ActiveUnits(latent_dim)
     return torch.nn.ModuleDict(metrics)
