@@ -85,7 +85,17 @@ BAD = [
     (["flush_denormal=maybe"], "flush_denormal='maybe': must be true or false"),
     (["callbacks.latent_interpolation.every_n_epochs=0"], "every_n_epochs=0: must be >= 1"),
     (["model.latent_dim=${nope}"], "model.latent_dim: Interpolation key 'nope' not found"),
+    # "+" adds any key: a top-level one the lab never reads was silently ignored
+    (["+seeed=3"], "seeed: not a setting of the lab (did you mean seed?); the top-level settings"),
+    (["+epochs=3"], "epochs: not a setting of the lab; the top-level settings are ckpt_path,"),
+    (["+optimizer.lr=3"], "optimizer: not a setting of the lab (did you mean model.optimizer?)"),
 ]
+
+
+def test_a_new_top_level_key_that_a_setting_interpolates_is_kept() -> None:
+    cfg = with_overrides(["+lr=0.01", "model.optimizer.lr=${lr}"])
+    check_config(cfg)
+    assert resolved(cfg)["model"]["optimizer"]["lr"] == 0.01
 
 
 @functools.cache

@@ -13,6 +13,7 @@ comes out through :func:`ae_lab.run.build.build` as the same kind of short error
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -22,7 +23,13 @@ from omegaconf.errors import OmegaConfBaseException
 from ae_lab.errors import UserError, one_line
 from ae_lab.models.optimization import RUN_LENGTH_ARGUMENTS
 from ae_lab.run.checks.ranges import RULES, check_ranges
-from ae_lab.run.checks.types import HYDRA_KEYS, check_arguments, check_settings, parameters
+from ae_lab.run.checks.types import (
+    HYDRA_KEYS,
+    check_arguments,
+    check_settings,
+    check_unknown,
+    parameters,
+)
 
 __all__ = ["HYDRA_KEYS", "RULES", "check_config", "check_splits", "parameters", "resolved"]
 
@@ -87,10 +94,15 @@ def resolved(cfg: DictConfig) -> dict[str, Any]:
         raise UserError(f"{key}: {one_line(str(exc).splitlines()[0])}") from None
 
 
+def interpolated(cfg: DictConfig) -> set[str]:
+    """The top-level names that the config's interpolations read (``${lr}``: ``lr``)."""
+    return set(re.findall(r"\$\{\s*([A-Za-z_][\w]*)", OmegaConf.to_yaml(cfg, resolve=False)))
+
+
 def check_config(cfg: DictConfig) -> None:
     """Every check that needs only the config; one :class:`UserError` listing what is wrong."""
     tree = resolved(cfg)
-    problems = check_settings(tree) + check_arguments(tree)
+    problems = check_unknown(tree, interpolated(cfg)) + check_settings(tree) + check_arguments(tree)
     problems += check_ranges(tree) + check_run_length(tree) + check_checkpointing(tree)
     if problems:
         raise UserError("; ".join(dict.fromkeys(problems)))

@@ -37,6 +37,9 @@ SETTINGS: dict[str, Any] = {
     "optimized_metric": str | None,
 }
 
+#: The top-level sections, each a mapping composed from conf/ (a group, or paths and measures).
+SECTIONS = frozenset({"model", "data", "trainer", "callbacks", "logger", "paths", "measures"})
+
 #: The types a value from YAML or the command line can have, besides null, lists and mappings.
 PLAIN = (bool, int, float, str)
 #: Required arguments the lab passes when it builds the object, not the config (the model's
@@ -267,6 +270,23 @@ def _group_hint(path: str) -> str:
     folder = CONF.joinpath(*path.split("."))
     options = sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
     return f"; choose one: {'/'.join(path.split('.'))}={'|'.join(options)}" if options else ""
+
+
+def check_unknown(tree: Mapping[str, Any], interpolated: set[str]) -> list[str]:
+    """Top-level keys the lab never reads (``+seeed=3``: the ``+`` adds any key, typos included),
+    unless another setting interpolates them (``+lr=1e-3 model.optimizer.lr='${lr}'``)."""
+    known = sorted(SETTINGS) + sorted(SECTIONS)
+    problems = []
+    for name in tree:
+        if name in SETTINGS or name in SECTIONS or name in interpolated:
+            continue
+        inside = [f"{s}.{name}" for s in sorted(SECTIONS) if name in (tree.get(s) or {})]
+        close = inside or difflib.get_close_matches(str(name), known, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        problems.append(
+            f"{name}: not a setting of the lab{hint}; the top-level settings are {', '.join(known)}"
+        )
+    return problems
 
 
 def check_settings(tree: Mapping[str, Any]) -> list[str]:
