@@ -51,7 +51,7 @@ class WeightProduct(FigureCallback):
             pl_module.log(f"{split}/{key}", value)  # every rank logs the same
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
-        if not trainer.sanity_checking and self.applies_to(pl_module):
+        if self.applies_to(pl_module):  # in the sanity check too: a monitor may name them
             self._log_metrics(trainer, pl_module, "val")
         super().on_validation_epoch_end(trainer, pl_module)
 

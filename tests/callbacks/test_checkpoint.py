@@ -6,10 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import lightning as L
+import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader, TensorDataset
 
+from ae_lab.errors import UserError
 from ae_lab.run.callbacks import ResumableCheckpoint
 from ae_lab.run.train import run
 from tests.conftest import TINY_RUN
@@ -73,3 +75,28 @@ def test_saving_every_n_train_steps_still_saves_at_those_steps(tmp_path) -> None
         trainer.fit(Tiny(), data)
         saved[kind] = sorted(p.name for p in folder.glob("*.ckpt"))
     assert saved[ResumableCheckpoint] == saved[ModelCheckpoint] == ["step=2.ckpt", "step=4.ckpt"]
+
+
+def test_a_monitor_no_validation_logs_is_refused_before_the_first_epoch(compose, mnist_root):
+    """Lightning refused it after the first validation, an epoch later."""
+    cfg = compose(
+        [f"data.root={mnist_root}", *TINY_RUN, "callbacks.model_checkpoint.monitor=val/los"]
+    )
+    with pytest.raises(UserError) as refused:
+        run(cfg)
+    message = str(refused.value)
+    assert "callbacks.model_checkpoint.monitor=val/los: no validation logs it" in message
+    assert "(did you mean val/loss?)" in message and "val/ssim" in message
+    assert not list((Path(cfg.paths.output_dir) / "checkpoints").glob("*.ckpt"))
+
+
+@pytest.mark.parametrize(
+    ("model", "monitor"),
+    [("ae", "train/loss"), ("ae", "epoch"), ("linear_ae", "val/identity_error")],
+)
+def test_monitors_logged_later_or_by_a_callback_are_accepted(compose, mnist_root, model, monitor):
+    cfg = compose([f"model={model}", f"data.root={mnist_root}", *TINY_RUN,
+                   f"callbacks.model_checkpoint.monitor={monitor}"])  # fmt: skip
+    metrics = run(cfg)
+    assert list((Path(cfg.paths.output_dir) / "checkpoints").glob("best-*.ckpt"))
+    assert "test/loss" in metrics

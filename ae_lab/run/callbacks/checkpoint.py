@@ -49,6 +49,7 @@ inside a window without them (:func:`ae_lab.run.resume.check_resume`).
 
 from __future__ import annotations
 
+import difflib
 import logging
 from pathlib import Path
 from typing import Any
@@ -61,7 +62,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from ae_lab.atomic import copy_file
-from ae_lab.errors import RunFailed
+from ae_lab.errors import RunFailed, UserError
 from ae_lab.run.callbacks import rng_state
 
 log = logging.getLogger(__name__)
@@ -124,6 +125,28 @@ class ResumableCheckpoint(ModelCheckpoint):
     def _save_last_if_skipped(self, trainer: L.Trainer) -> None:
         if self.save_last and self._last_global_step_saved != trainer.global_step:
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    # ---- a monitor no validation logs, refused before the first epoch ---------------------------
+    def on_sanity_check_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Lightning refuses a ``monitor`` that nothing logs only when the first validation ends,
+        an epoch later; the sanity check's validation has logged every ``val/`` value by now.
+        (``train/`` values are logged only once training runs: left to Lightning.)"""
+        super().on_sanity_check_end(trainer, pl_module)
+        metrics = trainer.callback_metrics
+        monitor = self.monitor
+        if (
+            monitor is None
+            or monitor.startswith("train/")
+            or monitor in {*metrics, "epoch", "step"}
+        ):
+            return
+        logged = sorted(name for name in metrics if name.startswith("val/"))
+        close = difflib.get_close_matches(monitor, logged, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise UserError(
+            f"callbacks.model_checkpoint.monitor={monitor}: no validation logs it{hint}; "
+            f"give one of {', '.join(logged)}, or train/loss"
+        )
 
     # ---- the best across directories -----------------------------------------------------------
     def on_load_checkpoint(
