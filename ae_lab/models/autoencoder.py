@@ -22,7 +22,9 @@ The objective, per image (summed over pixels and latent units, mean over the bat
 
 with ``z`` drawn from the bottleneck given the (possibly corrupted) input. ``recon`` is the
 negative log-likelihood without the Gaussian's constant (see :mod:`ae_lab.models.losses`); so
-``beta = 1`` is the ELBO (docs/models.md: other codebases' KL weights in these units).
+``beta = 1`` is the ELBO (docs/models.md: other codebases' KL weights in these units). A model
+with a corruption also reports, in validation and test, ``recon_clean``: the error of its
+deterministic reconstruction of the clean image.
 """
 
 from __future__ import annotations
@@ -280,8 +282,15 @@ class Autoencoder(L.LightningModule):
         options = {"batch_size": x.shape[0], "sync_dist": True}
         loss = terms.pop("loss")
         self.log(f"{stage}/loss", loss, prog_bar=True, **options)
+        # the deterministic reconstruction of the clean image: its PSNR and SSIM, and for a
+        # denoising model its error (``recon`` is of the corrupted image's reconstruction)
+        logits = self.decoder(self.encode(x))
+        if self.corruption is not None:
+            terms["recon_clean"] = reconstruction_error_per_example(
+                logits, x, self.likelihood, self.output_activation
+            ).mean()
         self.log_dict({f"{stage}/{name}": value for name, value in terms.items()}, **options)
-        logs.log_image_quality(self, x, stage)
+        logs.log_image_quality(self, self.output_activation(logits), x, stage)
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self._step(batch, "val")

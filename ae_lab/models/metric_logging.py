@@ -31,9 +31,11 @@ def likelihood_terms(model: Any, x: torch.Tensor) -> dict[str, torch.Tensor]:
     return {"nll": -log_px.mean(), "elbo": elbo.mean()}
 
 
-def log_image_quality(model: Any, x: torch.Tensor, stage: str) -> None:
-    """PSNR and SSIM of the deterministic reconstruction of ``x``, as epoch metrics."""
-    reconstruction = model.reconstruct(x).float().clamp(0, 1)
+def log_image_quality(
+    model: Any, reconstruction: torch.Tensor, x: torch.Tensor, stage: str
+) -> None:
+    """PSNR and SSIM of ``reconstruction`` (the deterministic one of ``x``), as epoch metrics."""
+    reconstruction = reconstruction.float().clamp(0, 1)
     for name in ("psnr", "ssim"):
         metric = model.metrics[f"{stage}_{name}"]
         metric.update(reconstruction, x)

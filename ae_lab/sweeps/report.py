@@ -39,6 +39,7 @@ TABLE_METRICS = (
     "val/loss",
     "test/loss",
     "test/recon",
+    "test/recon_clean",
     "test/nll",
     "test/elbo",
     "test/kl",

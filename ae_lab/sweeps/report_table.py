@@ -15,7 +15,7 @@ from ae_lab.sweeps.sweep_jobs import Job
 
 #: Metric names (their last part) for which lower is better, and higher is better; others (the KL,
 #: active units) are not ranked.
-LOWER = frozenset({"loss", "recon", "nll", "identity_error", "pca_recon"})
+LOWER = frozenset({"loss", "recon", "recon_clean", "nll", "identity_error", "pca_recon"})
 HIGHER = frozenset({"elbo", "psnr", "ssim", "probe_linear", "probe_knn", "anomaly_auroc",
                     "anomaly_auroc_nll"})  # fmt: skip
 #: The small linear probes (``measures.probe_labels``), shown after the probe on every label.

@@ -103,3 +103,23 @@ def test_checkpoint_reloads_with_weights_only(compose, name, batch, tmp_path):
     assert again.supports == model.supports
     assert repr(again.corruption) == repr(model.corruption)
     assert repr(again.penalty) == repr(model.penalty)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_a_denoising_model_reports_its_error_on_clean_images(compose, name, batch, monkeypatch):
+    """``recon`` is of the corrupted image's reconstruction; ``recon_clean`` of the clean one (what
+    ae_bakeoff reports), only where there is a corruption."""
+    model = make(compose, name).eval()
+    logged: dict[str, float] = {}
+    monkeypatch.setattr(model, "log", lambda name, value, **_: logged.update({name: value}))
+    monkeypatch.setattr(model, "log_dict", lambda values, **_: logged.update(values))
+    with torch.no_grad():
+        model.validation_step((batch, torch.zeros(len(batch))), 0)
+    if not model.supports.corruption:
+        assert "val/recon_clean" not in logged
+        return
+    assert logged["val/recon"] > logged["val/recon_clean"]  # the noise makes it harder
+    if not model.supports.prior:  # (a VAE's recon is of a posterior sample)
+        model.corruption = None  # the same model, fed the clean images
+        with torch.no_grad():
+            torch.testing.assert_close(logged["val/recon_clean"], model.objective(batch)["recon"])
