@@ -282,15 +282,8 @@ class Autoencoder(L.LightningModule):
         options = {"batch_size": x.shape[0], "sync_dist": True}
         loss = terms.pop("loss")
         self.log(f"{stage}/loss", loss, prog_bar=True, **options)
-        # the deterministic reconstruction of the clean image: its PSNR and SSIM, and for a
-        # denoising model its error (``recon`` is of the corrupted image's reconstruction)
-        logits = self.decoder(self.encode(x))
-        if self.corruption is not None:
-            terms["recon_clean"] = reconstruction_error_per_example(
-                logits, x, self.likelihood, self.output_activation
-            ).mean()
+        terms.update(logs.log_clean_reconstruction(self, x, stage))
         self.log_dict({f"{stage}/{name}": value for name, value in terms.items()}, **options)
-        logs.log_image_quality(self, self.output_activation(logits), x, stage)
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self._step(batch, "val")

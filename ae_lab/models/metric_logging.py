@@ -1,6 +1,6 @@
 """What the model logs beside its loss terms, and when: the steps whose values Lightning writes,
-the image quality of the reconstructions (PSNR, SSIM), a VAE's likelihood terms and a quantised
-model's codebook usage. The model (:class:`~ae_lab.models.Autoencoder`) calls these from its
+the clean images' reconstructions (PSNR, SSIM, and a denoising model's error), a VAE's likelihood
+terms and a quantised model's codebook usage. The model (:class:`~ae_lab.models.Autoencoder`) calls these from its
 Lightning hooks; they log through its ``self.log`` and read its ``metrics``.
 """
 
@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from ae_lab.models.evaluation import importance_sampled_log_likelihood
+from ae_lab.models.losses import reconstruction_error_per_example
 
 
 def writes_step_values(trainer: Any, global_step: int) -> bool:
@@ -31,15 +32,20 @@ def likelihood_terms(model: Any, x: torch.Tensor) -> dict[str, torch.Tensor]:
     return {"nll": -log_px.mean(), "elbo": elbo.mean()}
 
 
-def log_image_quality(
-    model: Any, reconstruction: torch.Tensor, x: torch.Tensor, stage: str
-) -> None:
-    """PSNR and SSIM of ``reconstruction`` (the deterministic one of ``x``), as epoch metrics."""
-    reconstruction = reconstruction.float().clamp(0, 1)
+def log_clean_reconstruction(model: Any, x: torch.Tensor, stage: str) -> dict[str, torch.Tensor]:
+    """PSNR and SSIM of the deterministic reconstruction of the clean ``x``, as epoch metrics;
+    for a model with a corruption, also that reconstruction's error, returned as ``recon_clean``
+    (the objective's ``recon`` is of the corrupted image's reconstruction)."""
+    logits = model.decoder(model.encode(x))
+    reconstruction = model.output_activation(logits).float().clamp(0, 1)
     for name in ("psnr", "ssim"):
         metric = model.metrics[f"{stage}_{name}"]
         metric.update(reconstruction, x)
         model.log(f"{stage}/{name}", metric, batch_size=x.shape[0])
+    if model.corruption is None:
+        return {}
+    error = reconstruction_error_per_example(logits, x, model.likelihood, model.output_activation)
+    return {"recon_clean": error.mean()}
 
 
 def log_codebook_usage(model: Any, stage: str) -> None:
