@@ -25,21 +25,19 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from ae_lab.run.build import build_model, prepare_data
+from ae_lab.run.build import prepare_data
+from ae_lab.run.eval_config import load_model
 from ae_lab.sweeps import published
 
 LABELS, BATCH, EPOCHS, PATIENCE = 550, 32, 20, 3
 
 
 def load(job: Path):
+    """The job's config, its data and its best checkpoint's model, as ``eval.py`` loads it."""
     cfg = OmegaConf.load(job / ".hydra" / "config.yaml")
     data = prepare_data(cfg)
-    data.setup()
-    model = build_model(cfg.model, data.image_shape)
     best = sorted((job / "checkpoints").glob("best-*.ckpt"))[-1]
-    state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
-    model.load_state_dict(state)
-    return cfg, data, model.eval()
+    return cfg, data, load_model(str(best), {}).eval()
 
 
 @torch.no_grad()
